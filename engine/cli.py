@@ -1,0 +1,89 @@
+"""`halopaint` — the one entry point.
+
+Each subcommand lives in `engine/commands/<name>.py` and provides
+`add_arguments(parser)` and `run(args) -> int`. They are imported lazily, so `halopaint --help`
+and one subcommand never pay for the others' imports (torch, dask, MPI).
+
+Errors: a `HalopaintError` (or a bad value in the arguments) becomes one line on stderr,
+`halopaint <cmd>: error: <message>`, and exit code 2. Under a multi-rank launcher an error that only
+one rank saw aborts the whole job (MPI Abort) so no rank is left hanging; errors every rank agreed on
+(`exc.collective = True`) are reported once by rank 0 and every rank exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "simulate": "Simulate a box: Gaussian ICs → 2LPT density (+ PM N-body → FoF halo counts).",
+    "train": "Train the paper's WGAN-GP painter, one generator per mass bin (DDP-ready).",
+    "paint": "Paint halo count fields from a 2LPT density file with a model bundle (MPI).",
+    "spectra": "Spectra, cross statistics, bispectra and PDFs of painted fields (Dask).",
+    "demo": "The main job on the embedded default: simulate, paint on MPI ranks, analyse, plot.",
+}
+
+EXIT_USAGE = 2
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="halopaint",
+        description="Paint dark-matter halo count fields from 2LPT density fields "
+                    "(Kodi Ramanah, Charnock & Lavaux 2019) at survey scale.")
+    from engine import __version__
+    parser.add_argument("--version", action="version", version=f"halopaint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, summary in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if name == only:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(f"engine.commands.{name}")
+
+
+def _report(command: str, message: str) -> None:
+    line = " ".join(str(message).split())
+    print(f"halopaint {command}: error: {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen subcommand's module is imported (cheap --help, no unneeded imports).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    from engine.errors import HalopaintError
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except (HalopaintError, ValueError) as exc:
+        _fail(args.command, exc)
+    except KeyboardInterrupt:
+        _fail(args.command, "interrupted")
+    return EXIT_USAGE
+
+
+def _fail(command: str, exc) -> None:
+    """Report and exit non-zero on every rank, without leaving other ranks hanging."""
+    from engine.launch import discover
+    info = discover()
+    collective = bool(getattr(exc, "collective", False))
+    if not info.is_distributed:
+        _report(command, exc)
+        sys.exit(EXIT_USAGE)
+    if collective:
+        if info.rank == 0:
+            _report(command, exc)
+        sys.exit(EXIT_USAGE)
+    _report(command, f"[rank {info.rank}] {exc}")
+    if "mpi4py.MPI" in sys.modules:
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(EXIT_USAGE)
+    sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Typed configuration objects: the only place defaults live.
+
+Each subcommand parses its arguments into one of these dataclasses and passes it down; nothing
+below the CLI reads argparse namespaces or untyped dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Cosmology:
+    """Flat ΛCDM parameters (paper defaults: Planck-like, Kodi Ramanah et al. 2019)."""
+
+    Omega_m: float = 0.315
+    Omega_b: float = 0.049
+    h: float = 0.68
+    sigma8: float = 0.81
+    n_s: float = 0.97
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Cosmology":
+        return cls(**json.loads(text))
+
+
+def default_mass_bin_edges() -> tuple[float, ...]:
+    """Four equal log bins over 1e12–1e14 M☉/h (the paper's mass bins)."""
+    return tuple(float(e) for e in np.logspace(12.0, 14.0, 5))
+
+
+@dataclass(frozen=True)
+class DensityRecipe:
+    """How a `/density` field was made; a model refuses inputs made otherwise.
+
+    method: "2lpt" (the only recipe the simulator produces).
+    particles_per_voxel: 2LPT lattice has r·N particles per side.
+    assignment: mass assignment scheme of the particles onto the N³ grid ("cic").
+    """
+
+    method: str = "2lpt"
+    particles_per_voxel: int = 2
+    assignment: str = "cic"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DensityRecipe":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """`halopaint simulate`: one seed → 2LPT density (+ N-body halos unless lpt_only)."""
+
+    grid: int = 64                      # N: output grid side
+    box_size: float = 256.0             # [Mpc/h]
+    seed: int = 1
+    out: str = "sim.h5"
+    lpt_only: bool = False
+    lpt_particles_per_voxel: int = 2    # r: 2LPT lattice side = r·N
+    particles_per_side: int | None = None  # P: N-body particles per side, default 4N
+    pm_steps: int = 10                  # kick-drift-kick steps from a_init to a(z)
+    pm_mesh_factor: int = 2             # force mesh side = factor · P
+    a_initial: float = 0.02             # N-body start (2LPT ICs there)
+    redshift: float = 0.0
+    mass_bin_edges: tuple[float, ...] = field(default_factory=default_mass_bin_edges)
+    fof_linking_length: float = 0.2     # in units of the mean interparticle separation
+    fof_min_particles: int = 10
+    cosmology: Cosmology = field(default_factory=Cosmology)
+
+    @property
+    def n_particles_side(self) -> int:
+        return self.particles_per_side if self.particles_per_side is not None else 4 * self.grid
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`halopaint train`: WGAN-GP (paper protocol) per mass bin, DDP-ready."""
+
+    data: tuple[str, ...] = ()
+    validation: tuple[str, ...] = ()
+    out: str = "model.pt"
+    steps: int = 1000                   # generator steps
+    mass_bins: tuple[int, ...] | None = None  # None = all
+    patch: int = 50                     # halo patch side; density patch = patch + 2·ghost
+    batch_size: int = 1
+    seed: int = 0
+    resume: bool = False
+    checkpoint_every: int = 100
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    supervised_weight: float = 0.0      # optional Poisson-likelihood term (0 = paper protocol)
+    validation_fraction: float = 0.25   # held-out x-range of the box when no --validation file
+    validate_every: int = 50
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PaintConfig:
+    """`halopaint paint`: distributed slab painting of a density file with a model bundle."""
+
+    model: str = "default"
+    density: str = ""
+    out: str = ""
+    mass_bins: tuple[int, ...] | None = None  # None = all bins of the bundle
+    max_memory_bytes: int = 4 * 1024**3
+    device: str = "auto"
+    kernels: str = "auto"
+    resume: bool = False
+    dry_run: bool = False
+    allow_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class SpectraConfig:
+    """`halopaint spectra`: Dask statistics of a painted field against a reference."""
+
+    predicted: str = ""
+    reference: str | None = None
+    density: str | None = None
+    out: str = "spectra"
+    patches: int = 0
+    patch_size: float | None = None     # [Mpc/h]; default: a quarter of the box
+    scheduler: str | None = None
+    mas: str = "none"                   # none | ngp | cic compensation
+    bias_fit_kmax: float = 0.1          # [h/Mpc] 2LPT baseline bias fit range k ≤ kmax
+    chunk_planes: int = 32
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`halopaint demo`: the README's main job on the embedded default."""
+
+    out: str = "demo-out"
+    ranks: int = 2
+    grid: int = 64                      # held-out N-body box: 64³ voxels of 4 Mpc/h
+    box_size: float = 256.0
+    seed: int = 9001                    # never used for the shipped model's training
+    lpt_grid: int = 128                 # larger 2LPT-only box
+    lpt_box_size: float = 512.0
+    lpt_seed: int = 9002
+    kernels: str = "auto"
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB' / '512MiB' / '1e9' → bytes."""
+    units = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+             "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "b": 1}
+    s = text.strip().lower()
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if s.endswith(unit):
+            number = s[: -len(unit)].strip()
+            break
+    else:
+        number, factor = s, 1
+    try:
+        value = float(number) * factor
+    except ValueError:
+        raise ValueError(f"cannot parse a memory size from {text!r} (use e.g. 4GiB)") from None
+    if value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return int(value)

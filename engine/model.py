@@ -1,0 +1,228 @@
+"""The paper's networks (Kodi Ramanah, Charnock & Lavaux 2019) and model bundles.
+
+- `Generator()`: two residual Inception blocks + four 1×1×1 convs + 1×1×1 output with ReLU,
+  32,081 parameters, input side n+8 → output side n (ghost width 4). Its forward *is*
+  `kernels.reference.generator_forward`, so the weights every kernel reads are this module's state_dict.
+- `Critic()`: valid convs 7³/2 (1→8), 5³ (8→16), 3³/2 (16→32), 1³ (32→64), leaky ReLU 0.1, linear → 1.
+- `ModelBundle`: one generator per mass bin + metadata, saved as one torch file loaded with
+  `weights_only=True` (no code from the file is ever executed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.config import Cosmology, DensityRecipe
+from engine.errors import HalopaintError
+from kernels.reference import GeneratorSpec, generator_forward
+
+BUNDLE_FORMAT = "halopaint-model-bundle"
+BUNDLE_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.pt"
+
+
+class Generator(nn.Module):
+    """Paper generator. `Generator()` is exactly the published architecture.
+
+    forward: (B, C_in, n+2g, n+2g, n+2g) → (B, 1, n, n, n), g = self.ghost_width.
+    """
+
+    def __init__(self, spec: GeneratorSpec | None = None):
+        super().__init__()
+        self.spec = spec or GeneratorSpec()
+        s = self.spec
+        blocks = []
+        for i in range(s.n_blocks):
+            c_in = s.in_channels if i == 0 else s.block_out_channels
+            blocks.append(nn.ModuleDict({
+                "a_reduce": nn.Conv3d(c_in, s.filters, 1),
+                "a_conv": nn.Conv3d(s.filters, s.filters, s.big_kernel),
+                "b_reduce": nn.Conv3d(c_in, s.filters, 1),
+                "b_conv": nn.Conv3d(s.filters, s.filters, s.small_kernel),
+                "c_reduce": nn.Conv3d(c_in, s.filters, 1),
+            }))
+        self.blocks = nn.ModuleList(blocks)
+        widths = [s.block_out_channels, *s.tail_widths]
+        self.tail = nn.ModuleList(nn.Conv3d(widths[j], widths[j + 1], 1) for j in range(len(s.tail_widths)))
+        self.out = nn.Conv3d(widths[-1], 1, 1)
+
+    @property
+    def ghost_width(self) -> int:
+        return self.spec.ghost_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return generator_forward(dict(self.named_parameters()), x, self.spec)
+
+
+class Critic(nn.Module):
+    """Paper critic for a (B, 1, patch, patch, patch) halo patch → (B, 1) Wasserstein score."""
+
+    def __init__(self, patch: int = 50, slope: float = 0.1):
+        super().__init__()
+        self.patch = patch
+        self.slope = slope
+        self.convs = nn.ModuleList([
+            nn.Conv3d(1, 8, 7, stride=2),
+            nn.Conv3d(8, 16, 5),
+            nn.Conv3d(16, 32, 3, stride=2),
+            nn.Conv3d(32, 64, 1),
+        ])
+        side = patch
+        for conv in self.convs:
+            side = (side - conv.kernel_size[0]) // conv.stride[0] + 1
+        if side < 1:
+            raise ValueError(f"patch {patch} is too small for the critic")
+        self.feature_side = side
+        self.linear = nn.Linear(64 * side**3, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            h = nn.functional.leaky_relu(conv(h), self.slope)
+        return self.linear(h.flatten(1))
+
+
+@dataclass(frozen=True)
+class InputNormalisation:
+    """Map from the density file's ρ/ρ̄ to the generator's input: x = (ρ/ρ̄ − offset) · scale."""
+
+    offset: float = 0.0
+    scale: float = 1.0
+
+    def apply(self, density):
+        return (density - self.offset) * self.scale
+
+
+@dataclass
+class BundleMetadata:
+    """What a bundle was trained for; paint refuses inputs that disagree (unless told otherwise)."""
+
+    mass_bin_edges: list[float]              # [M☉/h], n_bins + 1
+    voxel_size: float                        # [Mpc/h]
+    redshift: float
+    cosmology: Cosmology = field(default_factory=Cosmology)
+    density_recipe: DensityRecipe = field(default_factory=DensityRecipe)
+    input_normalisation: InputNormalisation = field(default_factory=InputNormalisation)
+    training: dict = field(default_factory=dict)   # command, data files + seeds, steps, …
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BundleMetadata":
+        d = json.loads(text)
+        return cls(mass_bin_edges=[float(e) for e in d["mass_bin_edges"]],
+                   voxel_size=float(d["voxel_size"]), redshift=float(d["redshift"]),
+                   cosmology=Cosmology(**d["cosmology"]),
+                   density_recipe=DensityRecipe(**d["density_recipe"]),
+                   input_normalisation=InputNormalisation(**d["input_normalisation"]),
+                   training=dict(d.get("training", {})))
+
+
+class ModelBundleError(HalopaintError):
+    """A model file is missing, foreign, tampered or inconsistent."""
+
+
+@dataclass
+class ModelBundle:
+    """One generator per mass bin (state_dicts in `Generator` naming) + metadata."""
+
+    spec: GeneratorSpec
+    generators: list[dict[str, torch.Tensor]]
+    metadata: BundleMetadata
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.generators)
+
+    @property
+    def ghost_width(self) -> int:
+        return self.spec.ghost_width
+
+    def generator(self, mass_bin: int) -> Generator:
+        """A Generator module loaded with the weights of `mass_bin`."""
+        gen = Generator(self.spec)
+        gen.load_state_dict(self.generators[mass_bin])
+        return gen
+
+    @classmethod
+    def from_generators(cls, generators: list[Generator], metadata: BundleMetadata) -> "ModelBundle":
+        spec = generators[0].spec
+        return cls(spec=spec, metadata=metadata,
+                   generators=[{k: v.detach().cpu().clone() for k, v in g.state_dict().items()}
+                               for g in generators])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temporary name, then rename)."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ModelBundleError(f"cannot write {path}: directory {path.parent} does not exist")
+        payload = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "spec": json.dumps(self.spec.to_dict(), sort_keys=True),
+            "metadata": self.metadata.to_json(),
+            "ghost_width": self.ghost_width,
+            "generators": self.generators,
+        }
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ModelBundle":
+        """Load and validate a bundle; never executes code from the file."""
+        path = Path(resolve_model_path(path))
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ModelBundleError(f"{path}: no such model file") from None
+        except Exception as exc:  # unpickling refused, truncated zip, not a torch file, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise ModelBundleError(f"{path}: not a halopaint model bundle ({first[:120]})") from None
+        if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+            raise ModelBundleError(f"{path}: not a halopaint model bundle (format tag missing)")
+        if payload.get("version") != BUNDLE_VERSION:
+            raise ModelBundleError(f"{path}: unsupported bundle version {payload.get('version')}")
+        try:
+            spec = GeneratorSpec.from_dict(json.loads(payload["spec"]))
+            metadata = BundleMetadata.from_json(payload["metadata"])
+            generators = list(payload["generators"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelBundleError(f"{path}: corrupt bundle metadata ({exc})") from None
+        if payload.get("ghost_width") != spec.ghost_width:
+            raise ModelBundleError(f"{path}: ghost width {payload.get('ghost_width')} disagrees with the architecture")
+        if len(generators) != len(metadata.mass_bin_edges) - 1 or not generators:
+            raise ModelBundleError(f"{path}: {len(generators)} generators for "
+                                   f"{len(metadata.mass_bin_edges) - 1} mass bins")
+        expected = {k: tuple(v.shape) for k, v in Generator(spec).state_dict().items()}
+        for i, sd in enumerate(generators):
+            got = {k: tuple(v.shape) for k, v in sd.items()} if isinstance(sd, dict) else None
+            if got != expected:
+                raise ModelBundleError(f"{path}: generator {i} weights do not match the architecture")
+            if not all(torch.isfinite(v).all() for v in sd.values()):
+                raise ModelBundleError(f"{path}: generator {i} has non-finite weights")
+        return cls(spec=spec, generators=generators, metadata=metadata)
+
+
+def resolve_model_path(model: str | os.PathLike) -> Path:
+    """'default' → the bundle shipped inside the package; anything else is a path."""
+    if str(model) == "default":
+        if not DEFAULT_MODEL_PATH.exists():
+            raise ModelBundleError(f"the shipped default model is missing ({DEFAULT_MODEL_PATH})")
+        return DEFAULT_MODEL_PATH
+    return Path(model)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(int(np.prod(p.shape)) for p in module.parameters())
