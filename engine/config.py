@@ -143,11 +143,10 @@ class DemoConfig:
 
     out: str = "demo-out"
     ranks: int = 2
-    grid: int = 64                      # held-out N-body box: 64³ voxels of 4 Mpc/h
-    box_size: float = 256.0
+    model: str = "default"
+    grid: int = 64                      # held-out N-body box: 64³ voxels of the model's size (4 Mpc/h)
     seed: int = 9001                    # never used for the shipped model's training
-    lpt_grid: int = 128                 # larger 2LPT-only box
-    lpt_box_size: float = 512.0
+    lpt_grid: int = 128                 # larger 2LPT-only box (box side = lpt_grid · voxel size)
     lpt_seed: int = 9002
     kernels: str = "auto"
 

@@ -1,0 +1,173 @@
+"""The main job on the embedded default (`halopaint demo`).
+
+1. simulate a held-out box with N-body truth at the model's voxel size, and a larger 2LPT-only box;
+2. paint both with the shipped model on R MPI ranks (`mpiexec -n R halopaint paint`), fastest kernels;
+3. compute the paper's statistics against the truth and the 2LPT bias baseline (Dask);
+4. write figures and a short text summary (T, r_c, s per bin and summed, |Δ| > 3 fraction,
+   wall time per stage, peak memory);
+5. print where everything is.
+
+Every stage runs the real CLI in a subprocess (the same commands a user types), so the demo exercises
+exactly what production runs, and each stage's peak memory is measured on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.config import DemoConfig, SpectraConfig
+from engine.errors import HalopaintError
+from engine.model import ModelBundle
+
+
+@dataclass
+class StageLog:
+    """Wall time [s] and peak RSS [GiB] of each stage, in order."""
+
+    stages: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def add(self, name: str, seconds: float, peak_gib: float) -> None:
+        self.stages.append((name, seconds, peak_gib))
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def _peak_children_gib() -> float:
+    """Largest RSS of any finished child process so far [GiB] (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+
+
+def _halopaint_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *args]
+
+
+def _mpiexec() -> str:
+    """mpiexec next to this Python (the venv's MPICH wheel) or on PATH."""
+    local = Path(sys.executable).parent / "mpiexec"
+    found = str(local) if local.exists() else shutil.which("mpiexec")
+    if not found:
+        raise HalopaintError("mpiexec not found: install an MPI (bash jobs/setup.sh installs the mpich wheel) "
+                             "or run with --ranks 1")
+    return found
+
+
+def _run_stage(name: str, cmd: list[str], log: StageLog, env: dict | None = None) -> None:
+    _say(f"{name}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env)  # output streams straight through: progress stays visible
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise HalopaintError(f"demo stage '{name}' failed (exit {proc.returncode}); see the messages above")
+    log.add(name, dt, _peak_children_gib())
+    _say(f"{name}: done in {dt:.1f} s")
+
+
+def _paint_cmd(cfg: DemoConfig, density: Path, out: Path) -> list[str]:
+    paint = ["paint", "--model", cfg.model, "--density", str(density), "--out", str(out),
+             "--kernels", cfg.kernels]
+    if cfg.ranks == 1:
+        return _halopaint_cmd(*paint)
+    return [_mpiexec(), "-n", str(cfg.ranks), *_halopaint_cmd(*paint)]
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run the whole main job; returns the summary dict (also written to OUT/summary.json)."""
+    if cfg.ranks < 1:
+        raise HalopaintError(f"--ranks must be ≥ 1, got {cfg.ranks}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise HalopaintError(f"output directory {out} is not writable")
+    bundle = ModelBundle.load(cfg.model)
+    voxel = bundle.metadata.voxel_size
+    edges = ",".join(f"{e:.6g}" for e in bundle.metadata.mass_bin_edges)
+    recipe = bundle.metadata.density_recipe
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.ranks)))
+    log = StageLog()
+    t_all = time.perf_counter()
+
+    truth = out / "heldout_nbody.h5"
+    big = out / "large_2lpt.h5"
+    common = ["--redshift", f"{bundle.metadata.redshift:g}", "--mass-bin-edges", edges,
+              "--lpt-particles-per-voxel", str(recipe.particles_per_voxel)]
+    _run_stage("simulate held-out N-body box", _halopaint_cmd(
+        "simulate", "--grid", str(cfg.grid), "--box", f"{cfg.grid * voxel:g}", "--seed", str(cfg.seed),
+        "--out", str(truth), *common), log, env)
+    _run_stage("simulate large 2LPT-only box", _halopaint_cmd(
+        "simulate", "--lpt-only", "--grid", str(cfg.lpt_grid), "--box", f"{cfg.lpt_grid * voxel:g}",
+        "--seed", str(cfg.lpt_seed), "--out", str(big), *common), log, env)
+
+    painted_truth = out / "heldout_painted.h5"
+    painted_big = out / "large_painted.h5"
+    _run_stage(f"paint held-out box on {cfg.ranks} ranks", _paint_cmd(cfg, truth, painted_truth), log, env)
+    _run_stage(f"paint large box on {cfg.ranks} ranks", _paint_cmd(cfg, big, painted_big), log, env)
+
+    from analysis.report import run as run_spectra
+    spectra_dirs = {"heldout": out / "spectra_heldout", "large": out / "spectra_large"}
+    t0 = time.perf_counter()
+    _say("statistics of the held-out box against the N-body truth and the 2LPT baseline (Dask)")
+    heldout = run_spectra(replace(SpectraConfig(), predicted=str(painted_truth), reference=str(truth),
+                                  density=str(truth), out=str(spectra_dirs["heldout"])))
+    log.add("statistics: held-out box", time.perf_counter() - t0, _peak_self_gib())
+    t0 = time.perf_counter()
+    _say("statistics of the large painted 2LPT box")
+    large = run_spectra(replace(SpectraConfig(), predicted=str(painted_big), reference=None,
+                                density=str(big), out=str(spectra_dirs["large"])))
+    log.add("statistics: large box", time.perf_counter() - t0, _peak_self_gib())
+
+    summary = {
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "model": str(bundle.metadata.training.get("name", cfg.model)),
+        "voxel_size": voxel,
+        "files": {"heldout_truth": str(truth), "large_2lpt": str(big), "heldout_painted": str(painted_truth),
+                  "large_painted": str(painted_big), **{f"spectra_{k}": str(v) for k, v in spectra_dirs.items()}},
+        "heldout": heldout,
+        "large": large,
+        "stages": [{"stage": n, "wall_s": round(s, 2), "peak_rss_gib": round(m, 3)} for n, s, m in log.stages],
+        "total_wall_s": round(time.perf_counter() - t_all, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    text = format_summary(summary)
+    (out / "summary.txt").write_text(text)
+    print(text)
+    return summary
+
+
+def _peak_self_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def format_summary(summary: dict) -> str:
+    """The short human-readable summary printed at the end and saved as summary.txt."""
+    lines = ["halopaint demo — summary", ""]
+    stats = summary["heldout"]
+    lines.append(f"Held-out box (seed {summary['config']['seed']}, never seen in training), "
+                 f"{summary['config']['grid']}³ voxels of {summary['voxel_size']:g} Mpc/h:")
+    lines.extend("  " + line for line in stats.get("table", []))
+    if "abs_diff_gt3_fraction" in stats:
+        lines.append(f"  fraction of voxels with |pred − true| > 3 (summed bins): "
+                     f"{stats['abs_diff_gt3_fraction']:.2e}")
+    lines.append("")
+    lines.append("Wall time and peak memory per stage:")
+    for s in summary["stages"]:
+        lines.append(f"  {s['stage']:<45s} {s['wall_s']:8.1f} s   peak RSS {s['peak_rss_gib']:.2f} GiB")
+    lines.append(f"  {'total':<45s} {summary['total_wall_s']:8.1f} s")
+    lines.append("")
+    lines.append("Where everything is:")
+    for k, v in summary["files"].items():
+        lines.append(f"  {k:<18s} {v}")
+    for name in ("heldout", "large"):
+        for fig in summary[name].get("figures", []):
+            lines.append(f"  figure             {fig}")
+    return "\n".join(lines) + "\n"
