@@ -100,8 +100,13 @@ class TrainConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     supervised_weight: float = 0.0      # optional Poisson-likelihood term (0 = paper protocol)
+    adversarial_weight: float = 1.0     # weight of the WGAN generator loss; 0 = supervised only, no critic
+    ema_decay: float = 0.0              # >0: the bundle holds an exponential moving average of the weights
     validation_fraction: float = 0.25   # held-out x-range of the box when no --validation file
     validate_every: int = 50
+    validation_patches: int = 4         # fixed patches per bin for the train/validation estimates
+    rotate: bool = True                 # random one of the 24 cube rotations per patch (paper)
+    init_model: str | None = None       # warm start: generator weights from a bundle
     device: str = "auto"
 
 
@@ -119,6 +124,9 @@ class PaintConfig:
     resume: bool = False
     dry_run: bool = False
     allow_mismatch: bool = False
+    tile: tuple[int, int, int] | None = None  # forced max tile (x, y, z) in voxels; None = from max_memory
+    plan_grid: int | None = None        # --dry-run without a file: plan for an N³ grid
+    plan_ranks: int | None = None       # --dry-run: plan for R ranks (default: the launcher's world size)
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,16 @@ class SpectraConfig:
     scheduler: str | None = None
     mas: str = "none"                   # none | ngp | cic compensation
     bias_fit_kmax: float = 0.1          # [h/Mpc] 2LPT baseline bias fit range k ≤ kmax
+    bias_fit_subtract_shot_noise: bool = True  # fit b² = Σ N_k (P_hh − V/N_halos) / Σ N_k P_mm
     chunk_planes: int = 32
+    density_mas: str = "none"           # compensation of the 2LPT /density field (none | ngp | cic)
+    bispectrum_configs: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.2, 0.3))  # (k1, k2) [h/Mpc]
+    bispectrum_thetas: int = 16         # θ values uniformly in [0, π]
+    patch_seed: int = 0                 # seed of the random sub-cube corners
+    spill_dir: str | None = None        # out-of-core FFT transpose through temporary files here
+    output_format: str = "hdf5"         # hdf5 | json (statistics file)
+    figures: bool = True                # write the PNG figures
+    progress: bool = True
 
 
 @dataclass(frozen=True)

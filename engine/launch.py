@@ -113,3 +113,16 @@ def configure_threads(info: LaunchInfo, device: torch.device) -> int:
         cpu_threads_per_rank(info.local_world_size)
     torch.set_num_threads(n)
     return n
+
+
+def mpi_local_placement(comm) -> tuple[int, int]:
+    """(local rank, ranks on this node) from an MPI shared-memory split of `comm` (collective).
+
+    Works under any MPI launcher, including ones whose environment variables `discover` does not know.
+    """
+    from mpi4py import MPI
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return node.Get_rank(), node.Get_size()
+    finally:
+        node.Free()

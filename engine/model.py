@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -164,13 +165,16 @@ class ModelBundle:
         path = Path(path)
         if not path.parent.is_dir():
             raise ModelBundleError(f"cannot write {path}: directory {path.parent} does not exist")
+        spec_text = json.dumps(self.spec.to_dict(), sort_keys=True)
+        meta_text = self.metadata.to_json()
         payload = {
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
-            "spec": json.dumps(self.spec.to_dict(), sort_keys=True),
-            "metadata": self.metadata.to_json(),
+            "spec": spec_text,
+            "metadata": meta_text,
             "ghost_width": self.ghost_width,
             "generators": self.generators,
+            "checksum": bundle_checksum(spec_text, meta_text, self.generators),
         }
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
@@ -207,12 +211,30 @@ class ModelBundle:
                                    f"{len(metadata.mass_bin_edges) - 1} mass bins")
         expected = {k: tuple(v.shape) for k, v in Generator(spec).state_dict().items()}
         for i, sd in enumerate(generators):
-            got = {k: tuple(v.shape) for k, v in sd.items()} if isinstance(sd, dict) else None
+            got = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in sd.items()} \
+                if isinstance(sd, dict) else None
             if got != expected:
                 raise ModelBundleError(f"{path}: generator {i} weights do not match the architecture")
             if not all(torch.isfinite(v).all() for v in sd.values()):
                 raise ModelBundleError(f"{path}: generator {i} has non-finite weights")
+        if payload.get("checksum") != bundle_checksum(payload["spec"], payload["metadata"], generators):
+            raise ModelBundleError(f"{path}: checksum mismatch: the file was modified or damaged after it "
+                                   "was written")
         return cls(spec=spec, generators=generators, metadata=metadata)
+
+
+def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[str, torch.Tensor]]) -> str:
+    """sha256 over the architecture JSON, the metadata JSON and every weight (name, shape, float32 bytes)."""
+    h = hashlib.sha256()
+    h.update(spec_text.encode())
+    h.update(b"\0")
+    h.update(metadata_text.encode())
+    for sd in generators:
+        for name in sorted(sd):
+            t = sd[name].detach().cpu().to(torch.float32).contiguous()
+            h.update(f"\0{name}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:

@@ -1,0 +1,24 @@
+"""halopaint analysis: Dask statistics of painted halo fields in Pylians' conventions.
+
+Notebook API (numpy or Dask (N, N, N) arrays; box_size [Mpc/h], k [h/Mpc]):
+- `power_spectrum(delta, box_size, other=None, mas=None)` → PowerSpectrum(k, power, nmodes)
+- `cross_statistics(pred, ref, box_size, mas=None)` → CrossStatistics(k, T, r_c, s, P_pp, P_hh, P_hp, …)
+- `bispectrum(delta, box_size, k1, k2, thetas, mas=None)` → Bispectrum(B, Q, k3, …)
+- `count_pdf(pred_counts, true_counts)` → CountPDF(pdf_pred, pdf_true, conditional, frac_off_by_3, …)
+- `lpt_baseline(k, nmodes, P_hh, P_mm, P_hm, kmax=0.1)` → Baseline(bias, stats)
+- `patch_ensemble(...)` → Ensemble(mean, std) over random periodic sub-cubes
+- `rfftn` / `irfftn` / `field_from_h5`: the slab-decomposed distributed FFT and lazy HDF5 fields
+- `report.run(SpectraConfig)`: everything `halopaint spectra` does.
+"""
+
+from analysis.baseline import Baseline, fit_linear_bias, lpt_baseline
+from analysis.bispectrum import Bispectrum, bispectrum
+from analysis.ensemble import Ensemble, PatchSource, patch_ensemble
+from analysis.fft import field_from_h5, irfftn, rfftn
+from analysis.pdf import CountPDF, count_pdf
+from analysis.spectra import (CrossStatistics, PowerSpectrum, cross_from_spectra, cross_statistics,
+                              poisson_level, power_spectrum)
+
+__all__ = ["power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",
+           "count_pdf", "lpt_baseline", "fit_linear_bias", "patch_ensemble", "PatchSource", "rfftn", "irfftn",
+           "field_from_h5", "PowerSpectrum", "CrossStatistics", "Bispectrum", "CountPDF", "Baseline", "Ensemble"]

@@ -1,0 +1,71 @@
+"""`halopaint spectra PRED.h5 [--reference TRUE.h5] [--density DENS.h5] --out DIR [--patches M]
+[--scheduler ADDR]`: the paper's statistics of a painted field on Dask (see analysis/report.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.config import SpectraConfig
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        k1, k2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K1,K2 in h/Mpc, got {text!r}") from None
+    return k1, k2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = SpectraConfig()
+    p.add_argument("predicted", metavar="PRED.h5", help="painted field file (/halos)")
+    p.add_argument("--reference", metavar="TRUE.h5", help="reference halo field (/halos): T, r_c, s, PDFs")
+    p.add_argument("--density", metavar="DENS.h5", help="2LPT density (/density): the linear-bias baseline")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--patches", type=int, default=d.patches, metavar="M",
+                   help="ensemble over M random periodic sub-cubes (0 = off; needs --reference)")
+    p.add_argument("--patch-size", type=float, default=d.patch_size, metavar="MPC",
+                   help="sub-cube side [Mpc/h] (default: a quarter of the box)")
+    p.add_argument("--patch-seed", type=int, default=d.patch_seed, help="seed of the sub-cube corners")
+    p.add_argument("--scheduler", default=d.scheduler, metavar="ADDR",
+                   help="dask.distributed scheduler address (default: local threads)")
+    p.add_argument("--mas", default=d.mas, choices=["none", "ngp", "cic"],
+                   help="mass-assignment compensation of the halo fields (default none)")
+    p.add_argument("--density-mas", default=d.density_mas, choices=["none", "ngp", "cic"],
+                   help="mass-assignment compensation of the 2LPT density (default none)")
+    p.add_argument("--bias-kmax", type=float, default=d.bias_fit_kmax, metavar="K",
+                   help="2LPT bias fit over k ≤ K [h/Mpc] (default %(default)s)")
+    p.add_argument("--no-bias-shot-noise", action="store_true",
+                   help="fit the bias without subtracting the Poisson level from P_hh")
+    p.add_argument("--bispectrum", type=_pair, action="append", metavar="K1,K2",
+                   help="bispectrum configuration [h/Mpc], repeatable (default "
+                        + " ".join(f"{a:g},{b:g}" for a, b in d.bispectrum_configs) + ")")
+    p.add_argument("--thetas", type=int, default=d.bispectrum_thetas, metavar="N",
+                   help="number of angles θ in [0, π] (0 = no bispectrum)")
+    p.add_argument("--chunk-planes", type=int, default=d.chunk_planes, help="x-planes per Dask chunk")
+    p.add_argument("--spill-dir", default=d.spill_dir, metavar="DIR",
+                   help="out-of-core FFT transpose through temporary files in DIR")
+    p.add_argument("--format", dest="output_format", default=d.output_format, choices=["hdf5", "json"],
+                   help="statistics file format")
+    p.add_argument("--no-figures", action="store_true", help="statistics only, no PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def config_from_args(args) -> SpectraConfig:
+    d = SpectraConfig()
+    return SpectraConfig(
+        predicted=args.predicted, reference=args.reference, density=args.density, out=args.out,
+        patches=args.patches, patch_size=args.patch_size, patch_seed=args.patch_seed, scheduler=args.scheduler,
+        mas=args.mas, density_mas=args.density_mas, bias_fit_kmax=args.bias_kmax,
+        bias_fit_subtract_shot_noise=not args.no_bias_shot_noise,
+        bispectrum_configs=tuple(args.bispectrum) if args.bispectrum else d.bispectrum_configs,
+        bispectrum_thetas=args.thetas, chunk_planes=args.chunk_planes, spill_dir=args.spill_dir,
+        output_format=args.output_format, figures=not args.no_figures, progress=not args.quiet)
+
+
+def run(args) -> int:
+    from analysis import report
+    summary = report.run(config_from_args(args))
+    for name, path in summary["files"].items():
+        print(f"{name}: {path}")
+    return 0

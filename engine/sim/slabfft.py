@@ -1,0 +1,67 @@
+"""3D FFTs done one axis at a time over slabs, so a full-size temporary is never needed.
+
+Arrays are torch tensors in the `torch.fft.rfftn` layout: real (L, L, L), complex (L, L, L//2+1),
+axes (x, y, z). A 3D inverse transform = `ifft_x_inplace` (1D ifft along x, in chunks of y-rows)
+followed by `irfft_yz` on chunks of x-planes; the forward one is the mirror image. Each step is a batch
+of independent 1D transforms, so the result does not depend on the number of threads.
+Normalisation is numpy's: forward unnormalised, inverse divided by L³.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: x-planes (or y-rows) per chunk; small enough that a chunk of a 1024³ complex array is ~270 MB.
+DEFAULT_CHUNK = 64
+
+
+def wavenumbers(n: int, box_size: float, real_last: bool = False) -> torch.Tensor:
+    """Angular wavenumbers [h/Mpc] of an n-point periodic axis of length box_size [Mpc/h] (float64)."""
+    k = np.fft.rfftfreq(n) if real_last else np.fft.fftfreq(n)
+    return torch.from_numpy(2.0 * np.pi * n / box_size * k)
+
+
+def ifft_x_inplace(a: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """a[:, j, :] ← ifft along x, for chunks of y-rows. Returns a (modified)."""
+    for j0 in range(0, a.shape[1], chunk):
+        a[:, j0:j0 + chunk] = torch.fft.ifft(a[:, j0:j0 + chunk], dim=0)
+    return a
+
+
+def fft_x_inplace(a: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """a[:, j, :] ← fft along x, for chunks of y-rows. Returns a (modified)."""
+    for j0 in range(0, a.shape[1], chunk):
+        a[:, j0:j0 + chunk] = torch.fft.fft(a[:, j0:j0 + chunk], dim=0)
+    return a
+
+
+def irfft_yz(slab: torch.Tensor, n: int) -> torch.Tensor:
+    """(nx, n, n//2+1) complex, already inverse-transformed along x → (nx, n, n) real."""
+    return torch.fft.irfft(torch.fft.ifft(slab, dim=1), n=n, dim=2)
+
+
+def rfft_yz(slab: torch.Tensor) -> torch.Tensor:
+    """(nx, n, n) real → (nx, n, n//2+1) complex, transformed along y and z (not yet x)."""
+    return torch.fft.fft(torch.fft.rfft(slab, dim=2), dim=1)
+
+
+def rfftn_slabs(real: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Forward 3D rfft of a real (L, L, L) tensor; the only full-size allocation is the result."""
+    n = real.shape[0]
+    dtype = torch.complex128 if real.dtype == torch.float64 else torch.complex64
+    out = torch.empty((n, n, n // 2 + 1), dtype=dtype)
+    for i0 in range(0, n, chunk):
+        out[i0:i0 + chunk] = rfft_yz(real[i0:i0 + chunk])
+    return fft_x_inplace(out, chunk)
+
+
+def irfftn_slabs(a: torch.Tensor, n: int, chunk: int = DEFAULT_CHUNK, overwrite: bool = False) -> torch.Tensor:
+    """Inverse 3D rfft → real (n, n, n). With overwrite=True `a` is used as scratch (destroyed)."""
+    work = a if overwrite else a.clone()
+    ifft_x_inplace(work, chunk)
+    dtype = torch.float64 if a.dtype == torch.complex128 else torch.float32
+    out = torch.empty((n, n, n), dtype=dtype)
+    for i0 in range(0, n, chunk):
+        out[i0:i0 + chunk] = irfft_yz(work[i0:i0 + chunk], n)
+    return out

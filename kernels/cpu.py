@@ -1,0 +1,303 @@
+"""Fused CPU inference path for the generator: same weights and results as kernels.reference, less work.
+
+What it does differently from the reference (every change is exact algebra, not an approximation):
+
+- **Fold reductions into convolutions where that lowers the work** (a block whose input has fewer
+  channels than `filters`, i.e. block 1 with C_in = 1): a 1×1×1 conv followed by a k³ conv is one k³
+  conv C_in→F. The 3³ branch is zero-padded to 5³ and stacked with the 5³ branch, and the residual
+  (input channel 0, added to every output channel) becomes a unit centre tap, so block 1's three
+  spatial parts are ONE conv3d 1→2F. Branch C (1×1×1) + residual is one pointwise map.
+- **Merge 1×1×1 convs that read the same input into one matrix product** (block 2: a/b reductions
+  30→2F as one GEMM; branch C + residual as another on the cropped centre).
+- **Crop instead of computing discarded borders**: branch B and C are only evaluated where the block
+  output exists.
+- **FFT convolution (overlap-save over sub-tiles)** for the unfolded blocks' k³ F→F convs: the two
+  branches' reduced fields (2F channels) are transformed once (`torch.fft.rfftn`, sub-tile side N),
+  mixed per frequency with precomputed kernel spectra (block-diagonal: F×F for branch A, F×F for branch
+  B, complex), transformed back, and the valid (N−k+1)³ corner kept. ~4× fewer operations than direct
+  convolution for the 5³ 10→10 conv. `conv="direct"` uses `conv3d` (channels_last_3d) instead.
+- **Pointwise tail as one matrix chain** over the last block's output with in-place activations.
+
+Tile-friendly: a call paints one tile by looping over sub-tiles of the output (side `subtile`, chosen
+per call from a few FFT-friendly sizes); memory is O(sub-tile batch), never O(field). Threads: whatever
+torch's intra-op setting is (the caller's choice; nothing here changes it).
+
+Accuracy: fp32 throughout; measured ‖out−ref‖/‖ref‖ ≲ 1e-6 against kernels.reference (tests assert
+≤ 1e-5). `fft_dtype=torch.float64` computes the FFT convolutions in double precision.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kernels.reference import GeneratorSpec
+
+# FFT sizes tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)); products of 2 and 3.
+FFT_SIZES = (16, 20, 24, 32, 36, 40, 48)
+# Sub-tiles transformed together (amortises reading the kernel spectra while mixing).
+SUBTILE_BATCH = 4
+# Frequencies mixed per step (the chunk of spectra and products stays in cache).
+MIX_CHUNK = 8192
+
+
+def _leaky_(y: torch.Tensor, slope: float) -> torch.Tensor:
+    return F.leaky_relu_(y, slope)
+
+
+class _FoldedBlock:
+    """A block whose reductions fold into its convolutions (C_in < F): one conv3d C_in→2F + pointwise C.
+
+    Input (nb, C_in, s+2t, …) channels-first → output (nb, 3F, s, …) (after leaky ReLU).
+    """
+
+    def __init__(self, p, prefix, spec: GeneratorSpec, c_in: int):
+        f, k, kb, t = spec.filters, spec.big_kernel, spec.small_kernel, spec.block_trim
+        d = torch.float64  # fold in double, store float32
+        w = lambda n: (p[f"{prefix}.{n}.weight"].to(d), p[f"{prefix}.{n}.bias"].to(d))  # noqa: E731
+        ar_w, ar_b = w("a_reduce")
+        br_w, br_b = w("b_reduce")
+        ac_w, ac_b = w("a_conv")
+        bc_w, bc_b = w("b_conv")
+        cr_w, cr_b = w("c_reduce")
+        ar, br = ar_w.flatten(1), br_w.flatten(1)        # (F, C_in)
+        # conv(reduce(x)): weight[o, c, k] = Σ_i conv[o, i, k] reduce[i, c]; bias = conv_b + Σ_{i,k} conv[o,i,k] reduce_b[i]
+        wa = torch.einsum("oixyz,ic->ocxyz", ac_w, ar)
+        ba = ac_b + torch.einsum("oixyz,i->o", ac_w, ar_b)
+        wb_small = torch.einsum("oixyz,ic->ocxyz", bc_w, br)
+        bb = bc_b + torch.einsum("oixyz,i->o", bc_w, br_b)
+        m = (k - kb) // 2
+        wb = torch.zeros(f, c_in, k, k, k, dtype=d)
+        wb[:, :, m:m + kb, m:m + kb, m:m + kb] = wb_small
+        wab = torch.cat([wa, wb], 0)
+        wab[:, 0, t, t, t] += 1.0                        # residual: input channel 0 at the centre
+        self.w_ab = wab.float().contiguous()
+        self.b_ab = torch.cat([ba, bb]).float()
+        wc = cr_w.flatten(1).clone()
+        wc[:, 0] += 1.0                                  # residual on branch C
+        self.w_c = wc.float()                            # (F, C_in)
+        self.b_c = cr_b.float()
+        self.t, self.slope, self.f = t, spec.slope, f
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        t, f = self.t, self.f
+        nb, _, d, h, w = x.shape
+        out = torch.empty(nb, 3 * f, d - 2 * t, h - 2 * t, w - 2 * t, dtype=x.dtype)
+        out[:, :2 * f] = F.conv3d(x, self.w_ab, self.b_ab)
+        xc = x[:, :, t:d - t, t:h - t, t:w - t]
+        if self.w_c.shape[1] == 1:
+            torch.addcmul(self.b_c.view(1, f, 1, 1, 1), self.w_c.view(1, f, 1, 1, 1), xc, out=out[:, 2 * f:])
+        else:
+            out[:, 2 * f:] = torch.einsum("oc,bcxyz->boxyz", self.w_c, xc) + self.b_c.view(1, f, 1, 1, 1)
+        return _leaky_(out, self.slope)
+
+
+class _FFTBlock:
+    """A block with C_in ≥ F: merged reductions (one GEMM), k³/kb³ convs by FFT or direct, merged C.
+
+    Input (nb, C_in, s+2t, …) → output (nb, 3F, s, …). `conv` is 'fft' or 'direct'.
+    """
+
+    def __init__(self, p, prefix, spec: GeneratorSpec, c_in: int, conv: str, fft_dtype: torch.dtype):
+        f, k, kb, t = spec.filters, spec.big_kernel, spec.small_kernel, spec.block_trim
+        g = lambda n: (p[f"{prefix}.{n}.weight"].float(), p[f"{prefix}.{n}.bias"].float())  # noqa: E731
+        ar_w, ar_b = g("a_reduce")
+        br_w, br_b = g("b_reduce")
+        cr_w, cr_b = g("c_reduce")
+        wc = cr_w.flatten(1).clone()
+        wc[:, 0] += 1.0                                                              # residual on C
+        # all three 1×1×1 convs read the block input: one GEMM C_in → 3F (C is cropped afterwards)
+        self.w_red = torch.cat([ar_w.flatten(1), br_w.flatten(1), wc], 0).contiguous()
+        self.b_red = torch.cat([ar_b, br_b, cr_b])
+        self.a_w, self.a_b = g("a_conv")
+        self.b_w, self.b_b = g("b_conv")
+        m = (k - kb) // 2
+        self.k, self.kb, self.m, self.t, self.f = k, kb, m, t, f
+        self.slope, self.conv, self.fft_dtype = spec.slope, conv, fft_dtype
+        # Branch B's kernel zero-padded to k³ (same output as crop(conv_kb, m)); both flipped for FFT.
+        wb = torch.zeros(f, f, k, k, k)
+        wb[:, :, m:m + kb, m:m + kb, m:m + kb] = self.b_w
+        self._kernels = torch.stack([self.a_w, wb]).flip(-3, -2, -1)                # (2, F, F, k, k, k)
+        self._bias = torch.cat([self.a_b, self.b_b])
+        self._spectra: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.a_w_cl = self.a_w.contiguous(memory_format=torch.channels_last_3d)
+        self.b_w_cl = self.b_w.contiguous(memory_format=torch.channels_last_3d)
+
+    def spectrum(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Kernel spectra for FFT size `shape`: (F_in, 2, F_out, Nz·Ny·(Nx//2+1)) complex."""
+        if shape not in self._spectra:
+            if len(self._spectra) >= 4:                 # tiles of many shapes: keep memory bounded
+                self._spectra.pop(next(iter(self._spectra)))
+            ker = self._kernels.to(self.fft_dtype)
+            spec = torch.fft.rfftn(ker, s=shape, dim=(-3, -2, -1))                   # (2, Fo, Fi, …)
+            self._spectra[shape] = spec.flatten(3).permute(2, 0, 1, 3).contiguous()
+        return self._spectra[shape]
+
+    def _conv_fft(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
+        """r (nb, 2F, d, h, w) reduced fields → (nb, 2F, *out_shape) valid k³ correlations."""
+        nb, f, k = r.shape[0], self.f, self.k
+        spec = self.spectrum(fft_shape)
+        rf = torch.fft.rfftn(r.to(self.fft_dtype), s=fft_shape, dim=(-3, -2, -1))
+        fshape = rf.shape[-3:]
+        rf = rf.view(nb, 2, f, -1)
+        y = torch.empty(nb, 2, f, rf.shape[-1], dtype=rf.dtype)
+        # Per-frequency F×F complex mixing for both branches, in frequency chunks that stay in cache.
+        for c0 in range(0, rf.shape[-1], MIX_CHUNK):
+            yc, rc, sc = y[..., c0:c0 + MIX_CHUNK], rf[..., c0:c0 + MIX_CHUNK], spec[..., c0:c0 + MIX_CHUNK]
+            torch.mul(sc[0], rc[:, :, 0:1], out=yc)
+            for i in range(1, f):
+                yc.addcmul_(sc[i], rc[:, :, i:i + 1])
+        y = y.view(nb, 2 * f, *fshape)
+        # conv biases: a constant b in space is b·N³ at the zero frequency
+        y[:, :, 0, 0, 0] += self._bias.to(y.dtype) * math.prod(fft_shape)
+        # Inverse one axis at a time, keeping only the valid corner after each (less work than irfftn).
+        o = k - 1
+        z, yy, x = out_shape
+        y = torch.fft.ifft(y, dim=-3)[:, :, o:o + z]
+        y = torch.fft.ifft(y, dim=-2)[:, :, :, o:o + yy]
+        y = torch.fft.irfft(y, n=fft_shape[-1], dim=-1)[..., o:o + x]
+        return y.to(r.dtype)
+
+    def __call__(self, x: torch.Tensor, fft_shape=None) -> torch.Tensor:
+        t, f, m = self.t, self.f, self.m
+        nb, c_in, d, h, w = x.shape
+        od, oh, ow = d - 2 * t, h - 2 * t, w - 2 * t
+        out = torch.empty(nb, 3 * f, od, oh, ow, dtype=x.dtype)
+        # a/b/c reductions: one GEMM over every voxel of the block input
+        r = torch.matmul(self.w_red, x.reshape(nb, c_in, -1)).add_(self.b_red.view(1, -1, 1))
+        r = r.view(nb, 3 * f, d, h, w)
+        res = x[:, :1, t:d - t, t:h - t, t:w - t]       # residual: input channel 0, cropped
+        if self.conv == "fft":
+            if fft_shape is None:
+                fft_shape = (d, h, w)
+            ab = self._conv_fft(r[:, :2 * f], (od, oh, ow), fft_shape)   # biases included
+            torch.add(ab, res, out=out[:, :2 * f])
+        else:
+            rcl = r[:, :2 * f].contiguous(memory_format=torch.channels_last_3d)
+            out[:, :f] = F.conv3d(rcl[:, :f], self.a_w_cl, self.a_b)
+            rb = rcl[:, f:, m:d - m, m:h - m, m:w - m]
+            out[:, f:2 * f] = F.conv3d(rb, self.b_w_cl, self.b_b)
+            out[:, :2 * f] += res
+        out[:, 2 * f:] = r[:, 2 * f:, t:d - t, t:h - t, t:w - t]
+        return _leaky_(out, self.slope)
+
+
+class FusedCPUKernel:
+    """Fused CPU generator forward. kernel(x): (B, C_in, n+2g, …) float32 → (B, 1, n, n, n) float32.
+
+    params: the Generator state_dict (names as in kernels.reference); spec: its GeneratorSpec.
+    conv: 'fft' (default) or 'direct' for the unfolded blocks' spatial convolutions.
+    subtile: output side of one sub-tile (None: chosen per call among FFT-friendly sizes).
+    fft_dtype: torch.float32 (default) or torch.float64 for the FFT convolutions.
+    """
+
+    name = "cpu"
+
+    def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cpu",
+                 conv: str = "fft", subtile: int | None = None, fft_dtype: torch.dtype = torch.float32):
+        spec = spec or GeneratorSpec()
+        self.device = torch.device(device)
+        if self.device.type != "cpu":
+            raise ValueError(f"FusedCPUKernel runs on the CPU, not {self.device}")
+        if conv not in ("fft", "direct"):
+            raise ValueError(f"conv must be 'fft' or 'direct', not {conv!r}")
+        if subtile is not None and subtile < 1:
+            raise ValueError("subtile must be ≥ 1")
+        self.spec, self.conv, self.subtile = spec, conv, subtile
+        p = {k: v.detach().to("cpu", torch.float32) for k, v in params.items()}
+        self.blocks = []
+        for i in range(spec.n_blocks):
+            c_in = spec.in_channels if i == 0 else spec.block_out_channels
+            if c_in < spec.filters:
+                self.blocks.append(_FoldedBlock(p, f"blocks.{i}", spec, c_in))
+            else:
+                self.blocks.append(_FFTBlock(p, f"blocks.{i}", spec, c_in, conv, fft_dtype))
+        nt = len(spec.tail_widths)
+        self.tail = [(p[f"tail.{j}.weight"].flatten(1).contiguous(), p[f"tail.{j}.bias"].view(1, -1, 1))
+                     for j in range(nt)]
+        self.out_w = p["out.weight"].flatten(1).contiguous()
+        self.out_b = p["out.bias"].view(1, -1, 1)
+
+    # -- sub-tile planning -------------------------------------------------------------------------
+    def _last_fft_margin(self) -> int:
+        return self.spec.big_kernel - 1
+
+    def _choose_subtile(self, n: tuple[int, int, int]) -> int:
+        """Output side of a sub-tile minimising (#sub-tiles × FFT cost), or the fixed `subtile`."""
+        if self.subtile is not None:
+            return self.subtile
+        if self.conv == "direct":
+            return 32
+        mg = self._last_fft_margin()
+        best = None
+        for size in FFT_SIZES:
+            s = size - mg
+            if s < 4:
+                continue
+            count = math.prod(-(-ni // s) for ni in n)
+            cost = count * size**3 * math.log2(size) * (1.0 + 2.0 / size)   # small sizes: more overhead
+            if best is None or cost < best[0]:
+                best = (cost, s)
+        return best[1]
+
+    @staticmethod
+    def _starts(n: int, s: int) -> list[int]:
+        """Sub-tile origins along one axis: a regular grid, the last one clamped to end at n."""
+        if n <= s:
+            return [0]
+        starts = list(range(0, n - s, s))
+        starts.append(n - s)
+        return starts
+
+    def _fft_shape(self, sub: tuple[int, int, int], s: int, block_index: int) -> tuple[int, int, int]:
+        """FFT size for a block: input side, padded to the chosen size on axes cut short."""
+        spec = self.spec
+        remaining = (spec.n_blocks - block_index) * 2 * spec.block_trim      # block input = out + remaining
+        return tuple(max(si, s) + remaining for si in sub)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _tail(self, y: torch.Tensor) -> torch.Tensor:
+        """Pointwise tail on (nb, 3F, V) channels-first → (nb, 1, V)."""
+        for w, b in self.tail:
+            y = _leaky_(torch.matmul(w, y).add_(b), self.spec.slope)
+        return torch.relu_(torch.matmul(self.out_w, y).add_(self.out_b))
+
+    def _paint(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        """x (nb, C_in, sub+2g, …) → (nb, 1, sub…)."""
+        g = self.spec.ghost_width
+        sub = tuple(d - 2 * g for d in x.shape[2:])
+        y = x
+        for i, block in enumerate(self.blocks):
+            if isinstance(block, _FFTBlock):
+                y = block(y, self._fft_shape(sub, s, i))
+            else:
+                y = block(y)
+        nb = y.shape[0]
+        return self._tail(y.reshape(nb, y.shape[1], -1)).view(nb, 1, *sub)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Paint one tile: (B, C_in, n+2g, …) float32 → (B, 1, n, …) float32 on the CPU."""
+        spec, g = self.spec, self.spec.ghost_width
+        if x.dim() != 5 or x.shape[1] != spec.in_channels:
+            raise ValueError(f"expected input (B, {spec.in_channels}, n+{2 * g}, …), got {tuple(x.shape)}")
+        n = tuple(d - 2 * g for d in x.shape[2:])
+        if min(n) < 1:
+            raise ValueError(f"input side {tuple(x.shape[2:])} is too small for ghost width {g}")
+        x = x.to("cpu", torch.float32)
+        s = self._choose_subtile(n)
+        out = torch.empty(x.shape[0], 1, *n, dtype=torch.float32)
+        origins = [(b, *o) for b in range(x.shape[0])
+                   for o in itertools.product(*(self._starts(ni, s) for ni in n))]
+        sub = tuple(min(ni, s) for ni in n)
+        for k in range(0, len(origins), SUBTILE_BATCH):
+            group = origins[k:k + SUBTILE_BATCH]
+            xs = torch.stack([x[b, :, z:z + sub[0] + 2 * g, y:y + sub[1] + 2 * g, w:w + sub[2] + 2 * g]
+                              for b, z, y, w in group])
+            ys = self._paint(xs, s)
+            for j, (b, z, y, w) in enumerate(group):
+                out[b, :, z:z + sub[0], y:y + sub[1], w:w + sub[2]] = ys[j]
+        return out

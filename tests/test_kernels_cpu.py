@@ -1,0 +1,133 @@
+"""Fused CPU kernel (kernels.cpu) against the reference forward, and kernel dispatch.
+
+Tolerance: ‖out − ref‖/‖ref‖ ≤ 1e-5 for every fp32 path (measured ~1e-6 … 4e-6: the reference's own fp32
+rounding dominates; the float64 FFT variant is checked against a float64 reference at 1e-10).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels
+from engine.model import Generator
+from kernels.cpu import FusedCPUKernel
+from kernels.reference import GeneratorSpec, ReferenceKernel, generator_forward
+from kernels.triton.check import spread_params
+
+TOL = 1e-5
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def random_input(batch, side, seed, spec=GeneratorSpec(), scale=3.0, shift=-0.5):
+    sides = (side,) * 3 if isinstance(side, int) else side
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, spec.in_channels, *sides, generator=gen) * scale + shift
+
+
+@pytest.fixture(scope="module")
+def spread():
+    """Fresh random weights spread so most ReLUs are active (a non-trivial output)."""
+    return spread_params(seed=11)
+
+
+@pytest.mark.parametrize("conv", ["fft", "direct"])
+@pytest.mark.parametrize("n,batch", [(25, 1), (17, 2), (50, 1), (9, 1), (1, 1)])
+def test_fused_matches_reference(spread, conv, n, batch):
+    params, spec = spread
+    x = random_input(batch, n + 2 * spec.ghost_width, seed=n)
+    ref = ReferenceKernel(params, spec)(x)
+    out = FusedCPUKernel(params, spec, conv=conv)(x)
+    assert (ref > 0).float().mean() > 0.3          # the comparison is not dominated by ReLU zeros
+    assert rel_err(out, ref) <= TOL
+
+
+def test_default_init_and_large_negative_inputs():
+    """Default initialisation (many zero ReLUs), inputs of either sign up to ~1e3."""
+    torch.manual_seed(3)
+    g = Generator()
+    params = g.state_dict()
+    x = random_input(1, 28, seed=5, scale=300.0, shift=-100.0)
+    ref = ReferenceKernel(params, g.spec)(x)
+    assert ref.norm() > 0
+    for conv in ("fft", "direct"):
+        assert rel_err(FusedCPUKernel(params, g.spec, conv=conv)(x), ref) <= TOL
+
+
+def test_multi_subtile_and_non_cubic(spread):
+    """Many sub-tiles (incl. clamped, overlapping last ones) and a non-cubic tile."""
+    params, spec = spread
+    x = random_input(1, (38, 21, 45), seed=7)
+    ref = ReferenceKernel(params, spec)(x)
+    for subtile in (12, 28):
+        assert rel_err(FusedCPUKernel(params, spec, subtile=subtile)(x), ref) <= TOL
+    assert rel_err(FusedCPUKernel(params, spec, conv="direct", subtile=8)(x), ref) <= TOL
+
+
+def test_tiles_assemble_to_the_whole(spread):
+    """Painting 2×2×2 tiles (each with its ghost zone) gives the same field as one call."""
+    params, spec = spread
+    g, n, half = spec.ghost_width, 36, 18
+    x = random_input(1, n + 2 * g, seed=9)
+    kern = FusedCPUKernel(params, spec)
+    whole = kern(x)
+    tiled = torch.empty_like(whole)
+    for z in (0, half):
+        for y in (0, half):
+            for w in (0, half):
+                tiled[..., z:z + half, y:y + half, w:w + half] = kern(
+                    x[..., z:z + half + 2 * g, y:y + half + 2 * g, w:w + half + 2 * g])
+    assert rel_err(tiled, whole) <= 1e-6
+    assert rel_err(whole, ReferenceKernel(params, spec)(x)) <= TOL
+
+
+def test_float64_fft_against_float64_reference(spread):
+    params, spec = spread
+    x = random_input(1, 30, seed=13)
+    ref64 = generator_forward({k: v.double() for k, v in params.items()}, x.double(), spec)
+    out = FusedCPUKernel(params, spec, fft_dtype=torch.float64)(x)
+    # the kernel stores weights/activations in fp32; only the FFT convolutions are float64
+    assert rel_err(out.double(), ref64) <= TOL
+    assert rel_err(FusedCPUKernel(params, spec)(x).double(), ref64) <= TOL
+
+
+def test_other_architectures():
+    """Non-paper specs: 3 blocks, more filters, 2 input channels (block 1 then not folded)."""
+    for spec in (GeneratorSpec(n_blocks=3, filters=6, tail_widths=(8, 4)),
+                 GeneratorSpec(in_channels=2, filters=4, big_kernel=3, small_kernel=1)):
+        torch.manual_seed(1)
+        params = Generator(spec).state_dict()
+        x = random_input(2, 14 + 2 * spec.ghost_width, seed=2, spec=spec)
+        ref = ReferenceKernel(params, spec)(x)
+        for conv in ("fft", "direct"):
+            assert rel_err(FusedCPUKernel(params, spec, conv=conv)(x), ref) <= TOL
+
+
+def test_bad_input_raises(spread):
+    params, spec = spread
+    kern = FusedCPUKernel(params, spec)
+    with pytest.raises(ValueError):
+        kern(torch.zeros(1, 2, 20, 20, 20))
+    with pytest.raises(ValueError):
+        kern(torch.zeros(1, 1, 8, 20, 20))
+    with pytest.raises(ValueError):
+        FusedCPUKernel(params, spec, conv="winograd")
+
+
+def test_dispatch_on_cpu(spread):
+    params, spec = spread
+    assert kernels.available("cpu") == ["cpu", "reference"]
+    assert "triton" not in kernels.available(torch.device("cpu"))
+    factory = kernels.select("cpu", "auto")
+    assert factory is FusedCPUKernel
+    kern = factory(params, spec, "cpu")
+    assert kern.name == "cpu"
+    assert kernels.select("cpu", "reference") is ReferenceKernel
+    with pytest.raises(ValueError):
+        kernels.select("cpu", "triton")
+    with pytest.raises(ValueError):
+        kernels.select("cpu", "cudnn")
