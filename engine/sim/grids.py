@@ -1,14 +1,19 @@
-"""Mass assignment on periodic grids: CIC painting and readout, NGP halo counts (numpy).
+"""Mass assignment on periodic grids: CIC painting and readout, NGP halo counts.
 
 Convention (DESIGN.md): voxel i of an n-grid covers [i·H, (i+1)·H), H = box_size / n, so CIC shares a
-particle at x between the voxel centres (i+½)H around it. Painting accumulates in float64 with
-`np.add.at`, sequentially in particle order, so the result does not depend on thread count.
-Particles are processed in chunks so that temporaries stay small (~100 MB).
+particle at x between the voxel centres (i+½)H around it. Painting accumulates in float64 sequentially
+in particle order, so the result does not depend on thread count.
+
+`cic_paint` / `cic_readout` run the compiled loops of kernels.py; `cic_paint_numpy` /
+`cic_readout_numpy` are the vectorised numpy references they are tested against (chunked so that
+temporaries stay ~100 MB).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from engine.sim.kernels import cic_paint_kernel, cic_readout_kernel
 
 PARTICLE_CHUNK = 1 << 20
 
@@ -38,7 +43,7 @@ def cic_corners(pos: np.ndarray, n: int, box_size: float):
     return corners
 
 
-def cic_paint(grid: np.ndarray, pos: np.ndarray, box_size: float, weight: float = 1.0,
+def cic_paint_numpy(grid: np.ndarray, pos: np.ndarray, box_size: float, weight: float = 1.0,
               chunk: int = PARTICLE_CHUNK) -> np.ndarray:
     """Add CIC mass `weight` per particle to grid (n, n, n) float64 in place; pos (m, 3) [Mpc/h]."""
     if grid.dtype != np.float64 or not grid.flags.c_contiguous:
@@ -52,7 +57,7 @@ def cic_paint(grid: np.ndarray, pos: np.ndarray, box_size: float, weight: float 
     return grid
 
 
-def cic_readout(grid: np.ndarray, pos: np.ndarray, box_size: float, chunk: int = PARTICLE_CHUNK) -> np.ndarray:
+def cic_readout_numpy(grid: np.ndarray, pos: np.ndarray, box_size: float, chunk: int = PARTICLE_CHUNK) -> np.ndarray:
     """CIC interpolation at pos (m, 3) [Mpc/h] of grid (n, n, n) or (n, n, n, c) → (m,) or (m, c) float64."""
     n = grid.shape[0]
     comps = grid.shape[3:]
@@ -82,3 +87,22 @@ def ngp_counts(pos: np.ndarray, mass: np.ndarray, edges, n: int, box_size: float
     flat = ((b[keep] * n + cell[:, 0]) * n + cell[:, 1]) * n + cell[:, 2]
     counts = np.bincount(flat, minlength=nb * n**3)
     return counts.reshape(nb, n, n, n).astype(np.float32)
+
+
+def cic_paint(grid: np.ndarray, pos: np.ndarray, box_size: float, weight: float = 1.0) -> np.ndarray:
+    """Add CIC mass `weight` per particle to grid (n, n, n) float64 in place; pos (m, 3) [Mpc/h] in [0, L)."""
+    if grid.dtype != np.float64 or not grid.flags.c_contiguous or grid.ndim != 3:
+        raise ValueError("cic_paint needs a C-contiguous (n, n, n) float64 grid")
+    cic_paint_kernel(grid, np.ascontiguousarray(np.asarray(pos, dtype=np.float64).reshape(-1, 3)),
+                     float(box_size), float(weight))
+    return grid
+
+
+def cic_readout(grid: np.ndarray, pos: np.ndarray, box_size: float) -> np.ndarray:
+    """CIC interpolation at pos (m, 3) [Mpc/h] of grid (n, n, n) or (n, n, n, c) → (m,) or (m, c) float64."""
+    vector = grid.ndim == 4
+    g = np.ascontiguousarray(grid if vector else grid[..., None])
+    pos = np.ascontiguousarray(np.asarray(pos, dtype=np.float64).reshape(-1, 3))
+    out = np.empty((pos.shape[0], g.shape[3]), dtype=np.float64)
+    cic_readout_kernel(g, pos, float(box_size), out)
+    return out if vector else out[:, 0]

@@ -18,6 +18,7 @@ import torch
 
 from engine.sim.cosmology import LinearCosmology
 from engine.sim.grids import cic_paint, cic_readout
+from engine.sim.kernels import gradient_kernel
 from engine.sim.slabfft import wavenumbers
 
 
@@ -37,7 +38,9 @@ def _add_shifted(out: np.ndarray, field: np.ndarray, shift: int, coeff: float, a
 
 
 def central_difference(field: np.ndarray, axis: int, spacing: float, out: np.ndarray) -> np.ndarray:
-    """out ← ∂field/∂x_axis by the periodic 4th-order stencil [8(f₊₁ − f₋₁) − (f₊₂ − f₋₂)] / 12h."""
+    """out ← ∂field/∂x_axis by the periodic 4th-order stencil [8(f₊₁ − f₋₁) − (f₊₂ − f₋₂)] / 12h.
+
+    numpy reference of kernels.gradient_kernel (which returns −∇ for all three axes at once)."""
     out[...] = 0.0
     c = 1.0 / (12.0 * spacing)
     for shift, coeff in ((1, 8 * c), (-1, -8 * c), (2, -c), (-2, c)):
@@ -55,7 +58,6 @@ class ForceMesh:
         self.real = torch.empty((n_mesh,) * 3, dtype=torch.float32)
         self.spec = torch.empty((n_mesh, n_mesh, n_mesh // 2 + 1), dtype=torch.complex64)
         self.grad = np.empty((n_mesh,) * 3 + (3,), dtype=np.float32)
-        self.scratch = np.empty((n_mesh,) * 3, dtype=np.float32)
         kx = wavenumbers(n_mesh, box_size).numpy()
         kz = wavenumbers(n_mesh, box_size, real_last=True).numpy()
         self._k2_yz = (kx[:, None] ** 2 + kz[None, :] ** 2).astype(np.float32)
@@ -81,10 +83,7 @@ class ForceMesh:
     def forces(self, pos: np.ndarray, a: float, omega_m: float) -> np.ndarray:
         """F = −∇ϕ at the particles: (m, 3) float64."""
         phi = self.potential(pos, a, omega_m).numpy()
-        h = self.box_size / self.n
-        for d in range(3):
-            central_difference(phi, d, h, self.scratch)
-            np.negative(self.scratch, out=self.grad[..., d])
+        gradient_kernel(phi, self.box_size / self.n, self.grad)
         return cic_readout(self.grad, pos, self.box_size)
 
 

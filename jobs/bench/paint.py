@@ -40,6 +40,29 @@ def make_model(path: Path) -> None:
     ModelBundle.from_generators([Generator()], meta).save(path)
 
 
+def sample_rss(proc: subprocess.Popen, path: Path, every_s: float = 5.0) -> dict[int, int]:
+    """Until `proc` exits: peak RSS [bytes] of each of its `engine.cli` descendants (the ranks),
+    sampled every `every_s` s and rewritten to `path` as it goes (readable while a long run is going)."""
+    import psutil
+    peaks: dict[int, int] = {}
+    parent = psutil.Process(proc.pid)
+    t0 = time.perf_counter()
+    while proc.poll() is None:
+        try:
+            for child in parent.children(recursive=True):
+                try:
+                    if "engine.cli" in " ".join(child.cmdline()):
+                        peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        path.write_text(json.dumps({"elapsed_s": time.perf_counter() - t0,
+                                    "peak_rss_gib_by_pid": {k: v / 2**30 for k, v in peaks.items()}}))
+        time.sleep(every_s)
+    return peaks
+
+
 def run_paint(model: Path, density: Path, out: Path, ranks: int, threads: int, kernels: str,
               max_memory: str, log: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -48,8 +71,10 @@ def run_paint(model: Path, density: Path, out: Path, ranks: int, threads: int, k
            "--max-memory", max_memory, "--device", "cpu", "--allow-mismatch"]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        res = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        sampled = sample_rss(proc, log.with_suffix(".rss.json"))
     launcher_wall = time.perf_counter() - t0
+    res = proc
     if res.returncode != 0:
         raise SystemExit(f"paint failed (exit {res.returncode}); see {log}")
     with h5py.File(out, "r") as f:
@@ -62,6 +87,7 @@ def run_paint(model: Path, density: Path, out: Path, ranks: int, threads: int, k
                    split_s={k: max(v) for k, v in timings.items()}, tile=[int(t) for t in a["tile_shape"]],
                    max_memory=max_memory, command=" ".join(cmd[:3] + ["halopaint", "paint"] + cmd[7:]))
     rec["mvox_per_s"] = n**3 / rec["wall_s"] / 1e6
+    rec["sampled_peak_rss_gib"] = sorted(v / 2**30 for v in sampled.values())
     return rec
 
 

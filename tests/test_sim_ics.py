@@ -1,0 +1,125 @@
+"""Initial conditions and 2LPT: mode sharing between lattices, Gaussian statistics, analytic 2LPT,
+thread-count independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import Cosmology
+from engine.sim import lpt_density
+from engine.sim.cosmology import LinearCosmology
+from engine.sim.ics import linear_density_k, white_noise_modes
+from engine.sim.lpt import gradient_slabs, lattice_positions, potential_1lpt, potential_2lpt
+from engine.sim.slabfft import irfftn_slabs, rfftn_slabs
+
+LIN = LinearCosmology(Cosmology())
+
+
+def _integers(n):
+    full = np.fft.fftfreq(n, 1.0 / n).round().astype(np.int64)
+    return full[:, None, None], full[None, :, None], np.arange(n // 2 + 1)[None, None, :]
+
+
+def test_modes_shared_between_lattices_up_to_coarse_nyquist():
+    box = 300.0
+    coarse = linear_density_k(7, 16, box, LIN).numpy() / 16**3
+    fine = linear_density_k(7, 40, box, LIN).numpy() / 40**3          # also an odd-size half axis
+    nx, ny, nz = _integers(16)
+    inside = (np.abs(nx) < 8) & (np.abs(ny) < 8) & (nz < 8)
+    fx, fy = nx % 40, ny % 40
+    shared = fine[fx, fy, nz]
+    np.testing.assert_allclose(np.where(inside, shared, 0), np.where(inside, coarse, 0), rtol=2e-6, atol=0)
+    assert np.all(coarse[~inside] == 0)                                 # coarse Nyquist planes are zero
+    # a different seed gives different modes
+    other = linear_density_k(8, 16, box, LIN).numpy() / 16**3
+    assert np.abs(other - coarse)[inside & (coarse != 0)].min() > 0
+
+
+def test_white_noise_is_hermitian_and_unit_variance():
+    n = np.arange(-20, 21)
+    nx, ny, nz = np.meshgrid(n, n, n, indexing="ij")
+    g = white_noise_modes(3, nx, ny, nz)
+    np.testing.assert_array_equal(g, np.conj(white_noise_modes(3, -nx, -ny, -nz)))
+    assert g[20, 20, 20] == 0
+    p = np.abs(g[np.abs(g) > 0]) ** 2
+    assert p.mean() == pytest.approx(1.0, abs=0.02)                   # 68920 modes: σ ≈ 0.004
+    assert np.mean(g.real[np.abs(g) > 0] ** 2) == pytest.approx(0.5, abs=0.02)
+    # the real-space field of a lattice's modes is real and consistent (irfft/rfft round trip)
+    d = linear_density_k(5, 24, 100.0, LIN)
+    back = torch.fft.rfftn(torch.fft.irfftn(d.to(torch.complex128), s=(24,) * 3))
+    np.testing.assert_allclose(back.numpy(), d.numpy(), atol=1e-5 * np.abs(d.numpy()).max())
+
+
+def test_initial_power_spectrum_chi2_over_seed_ensemble():
+    """|δ̂|² V / n⁶ / P_lin(k) per independent mode is Exp(1): bin means over 8 seeds → χ²/bin ≈ 1."""
+    n, box, seeds = 32, 200.0, range(8)
+    nx, ny, nz = _integers(n)
+    kf = 2 * np.pi / box
+    nmag = np.sqrt(nx**2 + ny**2 + nz**2) * np.ones((n, n, n // 2 + 1))
+    independent = (nz > 0) | (ny > 0) | ((ny == 0) & (nx > 0))
+    independent &= (np.abs(nx) * 2 != n) & (np.abs(ny) * 2 != n) & (nz * 2 != n)
+    independent = independent & np.ones_like(nmag, bool)
+    bins = np.floor(nmag[independent]).astype(int)
+    plin = LIN.power(kf * nmag[independent])
+    chi2, dof = 0.0, 0
+    for seed in seeds:
+        d = linear_density_k(seed, n, box, LIN).numpy()
+        ratio = (np.abs(d[independent]) ** 2 * box**3 / n**6) / plin
+        counts = np.bincount(bins, minlength=n // 2)[1:n // 2]
+        means = np.bincount(bins, weights=ratio, minlength=n // 2)[1:n // 2] / counts
+        chi2 += np.sum(counts * (means - 1) ** 2)                        # Var(mean of Exp(1)) = 1/N
+        dof += counts.size
+    assert 0.7 < chi2 / dof < 1.3, chi2 / dof
+
+
+def test_2lpt_matches_analytic_two_plane_waves():
+    """δ = A cos(k₁x) + B cos(k₂y): ψ1 = −(A sin k₁x / k₁, B sin k₂y / k₂, 0),
+    ∇²φ2 = φ,xx φ,yy = AB cos k₁x cos k₂y → φ2 = −AB cos k₁x cos k₂y / (k₁² + k₂²)."""
+    n, box, A, B = 32, 64.0, 0.3, 0.2
+    k1, k2 = 2 * np.pi / box * 3, 2 * np.pi / box * 2
+    q = lattice_positions(0, n, n, box).numpy()
+    x, y = q[..., 0], q[..., 1]
+    delta = A * np.cos(k1 * x) + B * np.cos(k2 * y)
+    delta_k = rfftn_slabs(torch.from_numpy(delta.astype(np.float32)), chunk=5)
+    phi1 = potential_1lpt(delta_k, box, chunk=7)
+    phi2 = irfftn_slabs(potential_2lpt(phi1, box, chunk=6), n).numpy()
+    np.testing.assert_allclose(phi2, -A * B * np.cos(k1 * x) * np.cos(k2 * y) / (k1**2 + k2**2), atol=2e-6)
+    psi = np.concatenate([g.numpy() for _, _, g in gradient_slabs(phi1, box, chunk=5)])
+    np.testing.assert_allclose(psi[..., 0], -A * np.sin(k1 * x) / k1, atol=2e-6)
+    np.testing.assert_allclose(psi[..., 1], -B * np.sin(k2 * y) / k2, atol=2e-6)
+    np.testing.assert_allclose(psi[..., 2], 0, atol=2e-6)
+
+
+def test_lpt_density_mean_and_linear_limit():
+    rho = lpt_density(11, 16, 400.0, 2, LIN, 1.0)
+    assert rho.dtype == np.float32 and rho.shape == (16, 16, 16)
+    assert abs(rho.mean(dtype=np.float64) - 1) < 1e-5
+    # at early times the 2LPT density is the linear density: compare the low-k modes (|n| ≤ 3) with δ̂_L
+    # shifted by half a voxel (the lattice starts at 0, voxel centres are at (i+½)H)
+    a = 0.05
+    rho_k = np.fft.rfftn(lpt_density(11, 16, 400.0, 2, LIN, a).astype(np.float64) - 1)
+    lin_k = linear_density_k(11, 16, 400.0, LIN).numpy().astype(np.complex128)
+    nx, ny, nz = _integers(16)
+    lin_k = lin_k * np.exp(1j * np.pi / 16 * (nx + ny + nz)) * LIN.D1(a)
+    low = (nx**2 + ny**2 + nz**2 <= 9) & (nx**2 + ny**2 + nz**2 > 0) & np.ones(rho_k.shape, bool)
+    cross = np.sum(rho_k[low] * np.conj(lin_k[low])).real
+    r = cross / np.sqrt(np.sum(np.abs(rho_k[low]) ** 2) * np.sum(np.abs(lin_k[low]) ** 2))
+    assert r > 0.99, r
+    assert np.sum(np.abs(rho_k[low]) ** 2) / np.sum(np.abs(lin_k[low]) ** 2) == pytest.approx(1, abs=0.1)
+
+
+def test_lpt_density_independent_of_thread_count():
+    import numba
+    old_t, old_n = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            results.append(lpt_density(4, 16, 200.0, 2, LIN, 1.0))
+    finally:
+        torch.set_num_threads(old_t)
+        numba.set_num_threads(old_n)
+    np.testing.assert_array_equal(results[0], results[1])
