@@ -16,9 +16,10 @@ from analysis.bispectrum import Bispectrum, bispectrum
 from analysis.ensemble import Ensemble, PatchSource, patch_ensemble
 from analysis.fft import field_from_h5, irfftn, rfftn
 from analysis.pdf import CountPDF, count_pdf
+from analysis import report  # noqa: E402  (analysis.report.run: the whole `halopaint spectra`)
 from analysis.spectra import (CrossStatistics, PowerSpectrum, cross_from_spectra, cross_statistics,
                               poisson_level, power_spectrum)
 
-__all__ = ["power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",
+__all__ = ["report", "power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",
            "count_pdf", "lpt_baseline", "fit_linear_bias", "patch_ensemble", "PatchSource", "rfftn", "irfftn",
            "field_from_h5", "PowerSpectrum", "CrossStatistics", "Bispectrum", "CountPDF", "Baseline", "Ensemble"]

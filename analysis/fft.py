@@ -152,9 +152,45 @@ def rfftn(field: da.Array | np.ndarray, *, chunk_planes: int | None = None,
                             meta=np.empty((0, 0, 0), cdtype))
     if spill_dir is not None:
         pencils = spill_transpose(half, planes, spill_dir)
+    elif method == "tasks" or (method is None and not _distributed_client_active()):
+        return _local_transpose_fft_x(half, planes)
     else:
         pencils = half.rechunk({0: -1, 1: planes, 2: -1}, method=method)
     return pencils.map_blocks(_pencil_fft_x, dtype=cdtype, meta=np.empty((0, 0, 0), cdtype))
+
+
+def _distributed_client_active() -> bool:
+    try:
+        from distributed import default_client
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def _gather_pencil_fft_x(y0: int, y1: int, *slabs: np.ndarray) -> np.ndarray:
+    """Copy the y-range [y0, y1) of every x-slab into one (N, y1−y0, M) pencil (one copy) and FFT along x."""
+    n = sum(s.shape[0] for s in slabs)
+    out = np.empty((n, y1 - y0, slabs[0].shape[2]), dtype=slabs[0].dtype)
+    x = 0
+    for s in slabs:
+        out[x:x + s.shape[0]] = s[:, y0:y1]
+        x += s.shape[0]
+    return scipy.fft.fft(out, axis=0, workers=1, overwrite_x=True)
+
+
+def _local_transpose_fft_x(half: da.Array, planes: int) -> da.Array:
+    """Shared-memory transpose: each pencil task slices the (in-memory) slabs directly — one copy instead
+    of the split + concatenate of a task rechunk. Used for local schedulers; clusters use `rechunk`."""
+    n, m = half.shape[1], half.shape[2]
+    slabs = list(half.to_delayed().ravel())
+    gather = dask.delayed(_gather_pencil_fft_x, pure=True)
+    blocks = []
+    for y0 in range(0, n, planes):
+        y1 = min(n, y0 + planes)
+        blocks.append(da.from_delayed(gather(y0, y1, *slabs), shape=(half.shape[0], y1 - y0, m),
+                                      dtype=half.dtype, meta=np.empty((0, 0, 0), half.dtype)))
+    return da.concatenate(blocks, axis=1)
 
 
 def irfftn(field_k: da.Array, n: int, *, chunk_planes: int | None = None, method: str | None = None) -> da.Array:
@@ -217,7 +253,8 @@ def spill_transpose(half: da.Array, planes: int, spill_dir: str) -> da.Array:
     """Write the x-slab array `half` to a temporary HDF5 file now, return it re-read as y-pencils.
 
     The write is computed immediately (slab by slab, on the current scheduler; at most a few slabs in
-    memory); the returned lazy array reads pencils (N, planes, M) from disk. The file lives in `spill_dir`
+    memory); the returned lazy array reads pencils (N, planes, M) from disk. HDF5 allows one writer
+    process: use it with local (threaded / synchronous) schedulers only. The file lives in `spill_dir`
     and is deleted when the process exits or when `release_spills()` is called.
     """
     spill = SpillFile(spill_dir)

@@ -74,6 +74,11 @@ def validate_inputs(config: SpectraConfig) -> dict[str, FieldInfo]:
         raise HalopaintError(f"output format must be hdf5 or json, got {config.output_format!r}")
     if config.patches < 0:
         raise HalopaintError(f"--patches must be ≥ 0, got {config.patches}")
+    if config.spill_dir and config.scheduler:
+        raise HalopaintError("--spill-dir is for the local scheduler (one HDF5 writer process); on a "
+                             "distributed cluster the P2P shuffle spills to the workers' disks by itself")
+    if config.patches and not config.reference:
+        raise HalopaintError("--patches needs --reference (the ensemble is of the cross statistics)")
     return infos
 
 
@@ -184,6 +189,8 @@ def run(config: SpectraConfig) -> dict:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+    finally:
+        dfft.release_spills()
 
 
 def _run(config: SpectraConfig) -> dict:
@@ -360,6 +367,8 @@ def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) ->
     fields = {}
     for key, (info, ds, bins) in sources.items():
         fk = transform(load(info, ds, bins))
+        if n <= 256:  # keep δ_k in memory for the 4 + 2·n_θ inverse transforms
+            fk = fk.persist(scheduler=sched)
         dc = float(np.real(dfft.compute(fk[0, 0, 0], scheduler=sched)[0]))
         if dc <= 0:
             raise HalopaintError(f"{info.path}: empty field; its bispectrum is undefined")

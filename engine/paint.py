@@ -694,8 +694,13 @@ def dry_run(cfg: PaintConfig, comm=None) -> str:
     """The plan, printed by rank 0: slabs, tiles, memory and exchange per rank, estimated time."""
     comm = _comm() if comm is None else comm
     ranks = cfg.plan_ranks or comm.Get_size()
-    device, threads = _place(comm, cfg.device)
-    setup = _prepare(cfg, ranks, device, grid=cfg.plan_grid if (cfg.plan_grid and not cfg.density) else None)
+    err, setup = None, None
+    try:
+        device, threads = _place(comm, cfg.device)
+        setup = _prepare(cfg, ranks, device, grid=cfg.plan_grid if (cfg.plan_grid and not cfg.density) else None)
+    except HalopaintError as exc:
+        err = str(exc)
+    agree(comm, err)
     plan, tile, g = setup.plan, setup.tile, setup.plan.ghost
     import kernels
     factory = kernels.select(device, cfg.kernels)

@@ -576,16 +576,22 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
         steps = [r["step"] for r in rb]
         for row, key, label in ((0, "w", "Wasserstein estimate"), (1, "nll", "Poisson NLL")):
             ax = axes[row][c]
+            plotted = False
             for split, style in (("train", "-"), ("val", "--")):
                 vals = [r.get(f"{key}_{split}") for r in rb]
                 if any(v is not None for v in vals):
                     ax.plot(steps, [np.nan if v is None else v for v in vals], style,
                             label="training" if split == "train" else "validation")
+                    plotted = True
             ax.set_xlabel("generator step")
             ax.set_ylabel(label)
             if row == 0:
                 ax.set_title(f"mass bin {b}")
-            ax.legend(fontsize=7)
+            if plotted:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no critic (supervised only)" if key == "w" else "—",
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
     fig.tight_layout()
     tmp = png_path.with_name(f".{png_path.name}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=90)

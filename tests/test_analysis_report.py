@@ -155,3 +155,23 @@ def test_periodic_read_and_whole_box_patches_equal_full_box(tmp_path):
     want = power_spectrum(full / full.mean() - 1, BOX)
     np.testing.assert_allclose(ens.mean["P_pp"], want.power, rtol=1e-6)   # float32 vs float64 sums
     assert np.all(ens.std["P_pp"] <= 1e-6 * want.power)
+
+
+def test_scheduler_address_gives_the_same_statistics(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    paths, *_ = _halo_files(tmp_path)
+    local = run(_config(paths, tmp_path / "local", figures=False, bispectrum_thetas=2, patches=2))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        remote = run(_config(paths, tmp_path / "remote", figures=False, bispectrum_thetas=2, patches=2,
+                             scheduler=cluster.scheduler_address))
+    with h5py.File(local["files"]["statistics"], "r") as a, h5py.File(remote["files"]["statistics"], "r") as b:
+        def compare(ga, gb):
+            for key in ga:
+                if isinstance(ga[key], h5py.Group):
+                    compare(ga[key], gb[key])
+                else:
+                    np.testing.assert_allclose(ga[key][()], gb[key][()], rtol=1e-9, atol=1e-300, err_msg=key)
+        compare(a, b)
+    with pytest.raises(HalopaintError, match="needs --reference"):
+        run(_config(paths, tmp_path / "x", reference=None, patches=3))

@@ -96,3 +96,17 @@ def test_bad_density_values_on_one_rank_fail_every_rank(shared_box):
     assert getattr(err.value, "collective", False)
     comm.Barrier()
     assert not os.path.exists(out)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_node_local_rank_from_shared_memory_split():
+    """All CI ranks share one node: local ranks are 0..R−1 and agree with the launcher's environment."""
+    from mpi4py import MPI
+    from engine.launch import discover, mpi_local_placement
+    comm = MPI.COMM_WORLD
+    local_rank, local_size = mpi_local_placement(comm)
+    assert local_size == comm.Get_size()
+    assert sorted(comm.allgather(local_rank)) == list(range(comm.Get_size()))
+    info = discover()
+    if info.launcher != "single":
+        assert (info.local_rank, info.local_world_size) == (local_rank, local_size)

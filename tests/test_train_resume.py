@@ -15,7 +15,7 @@ from train_data import write_training_file
 def _cfg(tmp_path, out, **kw) -> TrainConfig:
     a = write_training_file(tmp_path / "a.h5", 28, seed=1, n_bins=2)
     v = write_training_file(tmp_path / "v.h5", 28, seed=2, n_bins=2)
-    base = dict(data=(a,), validation=(v,), out=str(tmp_path / out), patch=20, n_critic=2, seed=3,
+    base = dict(data=(a,), validation=(v,), out=str(tmp_path / out), patch=20, n_critic=1, seed=3,
                 checkpoint_every=2, validate_every=2, validation_patches=1, supervised_weight=0.5)
     base.update(kw)
     return TrainConfig(**base)

@@ -2,7 +2,8 @@
 
 Pipeline (`simulate`): Eisenstein–Hu linear P(k) → hashed Fourier white noise → δ_L on the 2LPT lattice
 ((r·N)³) → 2LPT → CIC `/density` on N³; unless lpt_only: δ_L from the same noise on the N-body lattice
-(P³) → 2LPT ICs at a_initial → FastPM KDK to a(z) → FoF → NGP `/halos` per mass bin + `/catalog`.
+(P³) → 2LPT ICs at a_initial → FastPM KDK to a(z) → FoF → NGP `/halos` per mass bin + `/catalog`
+(pos [Mpc/h], mass [M☉/h], n_part) + `/nbody_density` (CIC ρ/ρ̄ of the N-body particles, for validation).
 """
 
 from __future__ import annotations
@@ -164,8 +165,11 @@ def nbody_initial_conditions(seed: int, n_part: int, box_size: float, linear: Li
     return pos, mom.numpy()
 
 
-def nbody_halos(config: SimulateConfig, linear: LinearCosmology, progress=None) -> HaloCatalog:
-    """Run 2LPT ICs → PM N-body → FoF for `config`; return the halo catalogue (≥ fof_min_particles)."""
+def nbody_halos(config: SimulateConfig, linear: LinearCosmology, progress=None) -> tuple[HaloCatalog, np.ndarray]:
+    """Run 2LPT ICs → PM N-body → FoF for `config`.
+
+    → (halo catalogue with ≥ fof_min_particles members, CIC ρ/ρ̄ of the N-body particles on the N³ grid
+    (N, N, N) float32)."""
     progress = progress or (lambda _: None)
     p = config.n_particles_side
     a_final = 1.0 / (1.0 + config.redshift)
@@ -176,12 +180,15 @@ def nbody_halos(config: SimulateConfig, linear: LinearCosmology, progress=None) 
     pos, mom = run_pm(pos, mom, linear, config.box_size, config.a_initial, a_final, config.pm_steps,
                       n_mesh, progress)
     del mom
+    rho = np.zeros((config.grid,) * 3, dtype=np.float64)
+    cic_paint(rho, pos, config.box_size)
+    rho *= config.grid**3 / p**3
     mp = linear.particle_mass(config.box_size, p)
     progress(f"FoF: b={config.fof_linking_length}, ≥{config.fof_min_particles} particles, m_p={mp:.4g} M☉/h")
     catalog = fof_groups(pos, config.box_size, mp, config.fof_linking_length * config.box_size / p,
                          config.fof_min_particles)
     progress(f"FoF: {catalog.n_part.size} halos")
-    return catalog
+    return catalog, rho.astype(np.float32)
 
 
 def simulate(config: SimulateConfig, quiet: bool = False) -> str:
@@ -194,9 +201,9 @@ def simulate(config: SimulateConfig, quiet: bool = False) -> str:
     recipe = density_recipe(config)
     density = lpt_density(config.seed, config.grid, config.box_size, recipe.particles_per_voxel, linear,
                           a_final, progress)
-    catalog = None
+    catalog = nbody_density = None
     if not config.lpt_only:
-        catalog = nbody_halos(config, linear, progress)
+        catalog, nbody_density = nbody_halos(config, linear, progress)
     p = config.n_particles_side
     extra = dict(density_recipe=recipe.to_json(), lpt_only=bool(config.lpt_only),
                  generator="halopaint.sim")
@@ -216,6 +223,7 @@ def simulate(config: SimulateConfig, quiet: bool = False) -> str:
         if catalog is not None:
             halos = ngp_counts(catalog.pos, catalog.mass, config.mass_bin_edges, config.grid, config.box_size)
             f.create_dataset("halos", data=halos)
+            f.create_dataset("nbody_density", data=nbody_density)
             g = f.create_group("catalog")
             g.create_dataset("pos", data=catalog.pos.astype(np.float32))
             g.create_dataset("mass", data=catalog.mass.astype(np.float64))

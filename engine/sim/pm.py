@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
+import scipy.fft
 
 from engine.sim.cosmology import LinearCosmology
 from engine.sim.grids import cic_paint, cic_readout
 from engine.sim.kernels import gradient_kernel
-from engine.sim.slabfft import wavenumbers
+from engine.sim.slabfft import fft_workers, wavenumbers
 
 
 def _add_shifted(out: np.ndarray, field: np.ndarray, shift: int, coeff: float, axis: int) -> None:
@@ -55,34 +55,33 @@ class ForceMesh:
         self.n = n_mesh
         self.box_size = box_size
         self.rho = np.zeros((n_mesh,) * 3, dtype=np.float64)
-        self.real = torch.empty((n_mesh,) * 3, dtype=torch.float32)
-        self.spec = torch.empty((n_mesh, n_mesh, n_mesh // 2 + 1), dtype=torch.complex64)
+        self.real = np.empty((n_mesh,) * 3, dtype=np.float32)
         self.grad = np.empty((n_mesh,) * 3 + (3,), dtype=np.float32)
         kx = wavenumbers(n_mesh, box_size).numpy()
         kz = wavenumbers(n_mesh, box_size, real_last=True).numpy()
         self._k2_yz = (kx[:, None] ** 2 + kz[None, :] ** 2).astype(np.float32)
         self._kx2 = (kx ** 2).astype(np.float32)
 
-    def potential(self, pos: np.ndarray, a: float, omega_m: float) -> torch.Tensor:
-        """ϕ on the mesh (float32, in self.real) of particles pos (m, 3) [Mpc/h] at scale factor a."""
+    def potential(self, pos: np.ndarray, a: float, omega_m: float) -> np.ndarray:
+        """ϕ (n_mesh³ float32) of particles pos (m, 3) [Mpc/h] at scale factor a.
+
+        FFTs by scipy.fft (bit-identical for any thread count)."""
         n = self.n
         self.rho[...] = 0.0
         cic_paint(self.rho, pos, self.box_size)
-        delta = self.real.numpy()
+        delta = self.real
         np.multiply(self.rho, n**3 / pos.shape[0], out=delta, casting="same_kind")
         delta -= 1.0
-        torch.fft.rfftn(self.real, out=self.spec)
-        spec = self.spec.numpy()
+        spec = scipy.fft.rfftn(delta, workers=fft_workers())
         for i in range(n):                      # plane by plane: no full-size k² temporary
             k2 = self._kx2[i] + self._k2_yz
             k2[k2 == 0] = np.inf                # k = 0 mode → 0
             spec[i] *= (-1.5 * omega_m / a) / k2
-        torch.fft.irfftn(self.spec, s=(n,) * 3, out=self.real)
-        return self.real
+        return scipy.fft.irfftn(spec, s=(n,) * 3, workers=fft_workers(), overwrite_x=True)
 
     def forces(self, pos: np.ndarray, a: float, omega_m: float) -> np.ndarray:
         """F = −∇ϕ at the particles: (m, 3) float64."""
-        phi = self.potential(pos, a, omega_m).numpy()
+        phi = self.potential(pos, a, omega_m)
         gradient_kernel(phi, self.box_size / self.n, self.grad)
         return cic_readout(self.grad, pos, self.box_size)
 

@@ -3,13 +3,15 @@
 Arrays are torch tensors in the `torch.fft.rfftn` layout: real (L, L, L), complex (L, L, L//2+1),
 axes (x, y, z). A 3D inverse transform = `ifft_x_inplace` (1D ifft along x, in chunks of y-rows)
 followed by `irfft_yz` on chunks of x-planes; the forward one is the mirror image. Each step is a batch
-of independent 1D transforms, so the result does not depend on the number of threads.
+of independent 1D transforms done by scipy.fft (pocketfft), which threads over whole 1D transforms, so
+results are bit-identical for any thread count (torch's MKL FFTs are not: they differ by ~1 ulp).
 Normalisation is numpy's: forward unnormalised, inverse divided by L³.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 import torch
 
 #: x-planes (or y-rows) per chunk; small enough that a chunk of a 1024³ complex array is ~270 MB.
@@ -22,28 +24,39 @@ def wavenumbers(n: int, box_size: float, real_last: bool = False) -> torch.Tenso
     return torch.from_numpy(2.0 * np.pi * n / box_size * k)
 
 
+def fft_workers() -> int:
+    """Threads for scipy.fft: torch's intra-op thread count (set by the launcher / OMP_NUM_THREADS)."""
+    return max(1, torch.get_num_threads())
+
+
+def _t(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
 def ifft_x_inplace(a: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """a[:, j, :] ← ifft along x, for chunks of y-rows. Returns a (modified)."""
     for j0 in range(0, a.shape[1], chunk):
-        a[:, j0:j0 + chunk] = torch.fft.ifft(a[:, j0:j0 + chunk], dim=0)
+        a[:, j0:j0 + chunk] = _t(scipy.fft.ifft(a[:, j0:j0 + chunk].numpy(), axis=0, workers=fft_workers()))
     return a
 
 
 def fft_x_inplace(a: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """a[:, j, :] ← fft along x, for chunks of y-rows. Returns a (modified)."""
     for j0 in range(0, a.shape[1], chunk):
-        a[:, j0:j0 + chunk] = torch.fft.fft(a[:, j0:j0 + chunk], dim=0)
+        a[:, j0:j0 + chunk] = _t(scipy.fft.fft(a[:, j0:j0 + chunk].numpy(), axis=0, workers=fft_workers()))
     return a
 
 
 def irfft_yz(slab: torch.Tensor, n: int) -> torch.Tensor:
     """(nx, n, n//2+1) complex, already inverse-transformed along x → (nx, n, n) real."""
-    return torch.fft.irfft(torch.fft.ifft(slab, dim=1), n=n, dim=2)
+    w = fft_workers()
+    return _t(scipy.fft.irfft(scipy.fft.ifft(slab.numpy(), axis=1, workers=w), n=n, axis=2, workers=w))
 
 
 def rfft_yz(slab: torch.Tensor) -> torch.Tensor:
     """(nx, n, n) real → (nx, n, n//2+1) complex, transformed along y and z (not yet x)."""
-    return torch.fft.fft(torch.fft.rfft(slab, dim=2), dim=1)
+    w = fft_workers()
+    return _t(scipy.fft.fft(scipy.fft.rfft(slab.numpy(), axis=2, workers=w), axis=1, workers=w))
 
 
 def rfftn_slabs(real: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
