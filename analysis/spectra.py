@@ -15,6 +15,7 @@ Conventions (DESIGN.md; Pylians `Pk_library.Pk` / `XPk`, checked against Pylians
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import dask
@@ -45,12 +46,7 @@ def mas_window_inverse(n: int, wavenumbers: np.ndarray, p: int) -> np.ndarray:
 
 def n_bins_for(n: int) -> int:
     """Number of |n| bins including the DC bin: ⌊√3·(N//2)⌋ + 1."""
-    return _isqrt_scalar(3 * (n // 2) ** 2) + 1
-
-
-def _isqrt_scalar(v: int) -> int:
-    import math
-    return math.isqrt(v)
+    return math.isqrt(3 * (n // 2) ** 2) + 1
 
 
 @functools.lru_cache(maxsize=16)

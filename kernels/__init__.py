@@ -3,7 +3,10 @@
 A kernel is built from a generator's parameters (the `Generator` state_dict, see kernels.reference) and
 called on one tile: kernel(x) with x (B, C_in, n+2g, n+2g, n+2g) float32 → (B, 1, n, n, n) float32.
 
-`select(device, preference)` returns the factory of the fastest correct path available.
+`select(device, preference)` returns the factory of the fastest correct path available:
+  reference  kernels.reference.ReferenceKernel  nn.functional.conv3d, the truth (any device)
+  cpu        kernels.cpu.FusedCPUKernel         exact fusion + FFT convolution (CPU only)
+  triton     kernels.triton.TritonKernel        fused Triton kernels (CUDA only; optional extra)
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=d.out,
                    help="output field file; its per-rank parts go to OUT-stem.parts/ next to it")
     p.add_argument("--mass-bins", default="all", help="all (default), or a contiguous selection: 2, 0,1, 1-3")
-    p.add_argument("--max-memory", default="4GiB",
-                   help="memory bound per rank (host or device), e.g. 4GiB; sizes the tiles (default 4GiB)")
+    mem = f"{d.max_memory_bytes / 2**30:g}GiB"
+    p.add_argument("--max-memory", default=mem,
+                   help=f"memory bound per rank (host or device), e.g. 4GiB; sizes the tiles (default {mem})")
     p.add_argument("--device", default=d.device, help="auto (GPU per local rank if any, else CPU), cpu, cuda, cuda:K")
     p.add_argument("--kernels", default=d.kernels, help="auto (fastest available), reference, cpu, triton")
     p.add_argument("--resume", action="store_true", help="reuse every tile already written by a killed run")

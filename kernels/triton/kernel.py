@@ -42,6 +42,9 @@ class TritonKernel:
     """
 
     name = "triton"
+    # Peak activation memory per (30 channels × 4 B × input voxel), for engine.paint's tile planner:
+    # the channels-last input copy, the two 30-channel block outputs and the tail output.
+    working_set_factor = 2.2
 
     def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cuda",
                  precision: str = "fp32", tile: tuple[int, int, int] | None = None):
