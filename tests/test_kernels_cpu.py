@@ -61,11 +61,11 @@ def test_default_init_and_large_negative_inputs():
 def test_multi_subtile_and_non_cubic(spread):
     """Many sub-tiles (incl. clamped, overlapping last ones) and a non-cubic tile."""
     params, spec = spread
-    x = random_input(1, (38, 21, 45), seed=7)
+    x = random_input(1, (30, 19, 37), seed=7)          # output 22 × 11 × 29
     ref = ReferenceKernel(params, spec)(x)
     for subtile in (12, 28):
         assert rel_err(FusedCPUKernel(params, spec, subtile=subtile)(x), ref) <= TOL
-    assert rel_err(FusedCPUKernel(params, spec, conv="direct", subtile=8)(x), ref) <= TOL
+    assert rel_err(FusedCPUKernel(params, spec, conv="direct", subtile=10)(x), ref) <= TOL
 
 
 def test_tiles_assemble_to_the_whole(spread):

@@ -37,6 +37,17 @@ def test_modes_shared_between_lattices_up_to_coarse_nyquist():
     assert np.abs(other - coarse)[inside & (coarse != 0)].min() > 0
 
 
+def test_compiled_white_noise_matches_numpy_reference():
+    from engine.sim.ics import _seed_state
+    from engine.sim.kernels import white_noise_kernel
+    full = np.fft.fftfreq(20, 1 / 20).round().astype(np.int64)
+    half = np.arange(11)
+    out = np.empty((20, 20, 11), np.complex128)
+    white_noise_kernel(_seed_state(12), full, full, half, out)
+    ref = white_noise_modes(12, full[:, None, None], full[None, :, None], half[None, None, :])
+    np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-14)
+
+
 def test_white_noise_is_hermitian_and_unit_variance():
     n = np.arange(-20, 21)
     nx, ny, nz = np.meshgrid(n, n, n, indexing="ij")

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from engine.sim.cosmology import LinearCosmology
-from engine.sim.slabfft import DEFAULT_CHUNK
+from engine.sim.kernels import white_noise_kernel
+from engine.sim.slabfft import DEFAULT_CHUNK, chunk_planes
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _OFFSET = 1 << 20                   # wavevector components are stored as n + 2^20 in 21 bits
@@ -38,10 +39,15 @@ def _unit_interval(h: np.ndarray) -> np.ndarray:
     return ((h >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / 9007199254740992.0)
 
 
+def _seed_state(seed: int) -> np.uint64:
+    with np.errstate(over="ignore"):
+        return _mix64(np.array([seed], dtype=np.uint64) ^ np.uint64(0x5EED5EED5EED5EED))[0]
+
+
 def white_noise_modes(seed: int, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
     """Complex unit white-noise value of each integer wavevector (broadcast arrays) → complex128.
 
-    Hermitian: value(−n) = conj(value(n)); value(0) = 0.
+    Hermitian: value(−n) = conj(value(n)); value(0) = 0. numpy reference of kernels.white_noise_kernel.
     """
     nx, ny, nz = np.broadcast_arrays(np.asarray(nx, np.int64), np.asarray(ny, np.int64),
                                      np.asarray(nz, np.int64))
@@ -51,13 +57,16 @@ def white_noise_modes(seed: int, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray)
         (sign * nz + _OFFSET).astype(np.uint64)
     index = (cx << np.uint64(42)) | (cy << np.uint64(21)) | cz
     with np.errstate(over="ignore"):
-        state = _mix64(np.array([seed], dtype=np.uint64) ^ np.uint64(0x5EED5EED5EED5EED))
-        base = state + (index << np.uint64(1)) * _GAMMA
+        base = _seed_state(seed) + (index << np.uint64(1)) * _GAMMA
         u1 = _unit_interval(_mix64(base))
         u2 = _unit_interval(_mix64(base + _GAMMA))
-    phase = 2.0 * np.pi * u2 * np.where(flip, -1.0, 1.0)
-    g = np.sqrt(-np.log(u1)) * np.exp(1j * phase)
-    return np.where((nx == 0) & (ny == 0) & (nz == 0), 0.0, g)
+    phase = 2.0 * np.pi * u2
+    r = np.sqrt(-np.log(u1))
+    r[(nx == 0) & (ny == 0) & (nz == 0)] = 0.0
+    g = np.empty(r.shape, dtype=np.complex128)
+    g.real = r * np.cos(phase)
+    g.imag = np.where(flip, -r, r) * np.sin(phase)
+    return g
 
 
 def _lattice_integers(n: int):
@@ -79,7 +88,7 @@ def _sqrt_power_interpolator(linear: LinearCosmology, k_min: float, k_max: float
 
 
 def linear_density_k(seed: int, n: int, box_size: float, linear: LinearCosmology,
-                     chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                     chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
     """δ̂_L(n) at z = 0 on an n³ lattice: (n, n, n//2+1) complex64 torch tensor (numpy DFT convention).
 
     Modes on any Nyquist plane (|n_i| = n/2, n even) are zero; everything else is a pure function of
@@ -88,15 +97,18 @@ def linear_density_k(seed: int, n: int, box_size: float, linear: LinearCosmology
     if n > MAX_LATTICE:
         raise ValueError(f"lattice of {n} per side is beyond the noise generator's 2^20 limit")
     full, half = _lattice_integers(n)
+    chunk = chunk_planes(n, chunk)
     volume = box_size**3
     kf = 2.0 * np.pi / box_size
     amplitude = _sqrt_power_interpolator(linear, kf, kf * n * np.sqrt(3.0) / 2.0 * 1.01)
     out = torch.empty((n, n, n // 2 + 1), dtype=torch.complex64)
     ny, nz = full[None, :, None], half[None, None, :]
+    state = _seed_state(seed)
     nyquist_yz = (np.abs(ny) * 2 == n) | (nz * 2 == n)
     for i0 in range(0, n, chunk):
         nx = full[i0:i0 + chunk, None, None]
-        g = white_noise_modes(seed, nx, ny, nz)
+        g = np.empty((nx.size, n, n // 2 + 1), dtype=np.complex128)
+        white_noise_kernel(state, nx.ravel(), full, half, g)
         k = kf * np.sqrt(nx * nx + ny * ny + nz * nz)
         amp = n**3 / np.sqrt(volume) * amplitude(k)
         zero = nyquist_yz | (np.abs(nx) * 2 == n)

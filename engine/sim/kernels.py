@@ -81,3 +81,37 @@ def gradient_kernel(phi, spacing, out):
                 out[i, j, k, 0] = -c * (8.0 * (phi[ip1, j, k] - phi[im1, j, k]) - (phi[ip2, j, k] - phi[im2, j, k]))
                 out[i, j, k, 1] = -c * (8.0 * (phi[i, jp1, k] - phi[i, jm1, k]) - (phi[i, jp2, k] - phi[i, jm2, k]))
                 out[i, j, k, 2] = -c * (8.0 * (phi[i, j, kp1] - phi[i, j, km1]) - (phi[i, j, kp2] - phi[i, j, km2]))
+
+
+@numba.njit(cache=True, inline="always")
+def _mix64(x):
+    x ^= x >> numba.uint64(30)
+    x *= numba.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> numba.uint64(27)
+    x *= numba.uint64(0x94D049BB133111EB)
+    return x ^ (x >> numba.uint64(31))
+
+
+@numba.njit(cache=True, parallel=True)
+def white_noise_kernel(state, nx, ny, nz, out):
+    """out[i, j, l] ← unit complex white noise of wavevector (nx[i], ny[j], nz[l]) (see ics.white_noise_modes,
+    the numpy reference with the identical integer hash). Each element is independent: thread-safe and
+    thread-count independent."""
+    gamma = numba.uint64(0x9E3779B97F4A7C15)
+    offset = 1 << 20
+    for i in numba.prange(nx.size):
+        for j in range(ny.size):
+            for l in range(nz.size):
+                x, y, z = nx[i], ny[j], nz[l]
+                flip = z < 0 or (z == 0 and (y < 0 or (y == 0 and x < 0)))
+                s = -1 if flip else 1
+                index = ((numba.uint64(s * x + offset) << numba.uint64(42))
+                         | (numba.uint64(s * y + offset) << numba.uint64(21)) | numba.uint64(s * z + offset))
+                base = state + (index << numba.uint64(1)) * gamma
+                u1 = (float(_mix64(base) >> numba.uint64(11)) + 1.0) * (1.0 / 9007199254740992.0)
+                u2 = (float(_mix64(base + gamma) >> numba.uint64(11)) + 1.0) * (1.0 / 9007199254740992.0)
+                r = np.sqrt(-np.log(u1))
+                if x == 0 and y == 0 and z == 0:
+                    r = 0.0
+                phase = 2.0 * np.pi * u2
+                out[i, j, l] = complex(r * np.cos(phase), (-r if flip else r) * np.sin(phase))

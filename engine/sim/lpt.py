@@ -15,8 +15,8 @@ from typing import Iterator
 
 import torch
 
-from engine.sim.slabfft import (DEFAULT_CHUNK, fft_x_inplace, ifft_x_inplace, irfft_yz, rfft_yz,
-                                wavenumbers)
+from engine.sim.slabfft import (DEFAULT_CHUNK, chunk_planes, fft_x_inplace, ifft_x_inplace, irfft_yz,
+                                rfft_yz, wavenumbers)
 
 
 def _k_axes(n: int, box_size: float, dtype=torch.float32):
@@ -27,9 +27,10 @@ def _k_axes(n: int, box_size: float, dtype=torch.float32):
     return kx, ky, kz
 
 
-def divide_by_k2_inplace(a: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def divide_by_k2_inplace(a: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
     """a ← a / k² (and 0 at k = 0), chunked over x-planes. Returns a."""
     n = a.shape[0]
+    chunk = chunk_planes(n, chunk)
     kx, ky, kz = _k_axes(n, box_size)
     kyz2 = ky * ky + kz * kz
     for i0 in range(0, n, chunk):
@@ -38,12 +39,12 @@ def divide_by_k2_inplace(a: torch.Tensor, box_size: float, chunk: int = DEFAULT_
     return a
 
 
-def potential_1lpt(delta_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def potential_1lpt(delta_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
     """φ̂1 = −δ̂/k² (new tensor, same layout as delta_k)."""
     return divide_by_k2_inplace(-delta_k.clone(), box_size, chunk)
 
 
-def source_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def source_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
     """Real-space 2LPT source Σ_{i<j}[φ,ii φ,jj − φ,ij²] (L, L, L) float32 from φ̂1.
 
     Uses Σ_{i<j} φ,ii φ,jj = ½[(∇²φ)² − Σ_i φ,ii²], so every term is the square of one derivative
@@ -51,6 +52,7 @@ def source_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUN
     involve kx are applied after it). Peak memory: φ̂1 + one complex scratch + the real result.
     """
     n = phi1_k.shape[0]
+    chunk = chunk_planes(n, chunk)
     kx, ky, kz = _k_axes(n, box_size)
     source = torch.zeros((n, n, n), dtype=torch.float32)
     # (multiplier applied before the x-transform, [(post-multiplier, weight), ...]); φ,ij ↔ −k_i k_j φ̂
@@ -76,10 +78,11 @@ def source_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUN
     return source
 
 
-def potential_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def potential_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
     """φ̂2 = −FFT[source_2lpt]/k² (new tensor)."""
     source = source_2lpt(phi1_k, box_size, chunk)
     n = source.shape[0]
+    chunk = chunk_planes(n, chunk)
     out = torch.empty_like(phi1_k)
     for i0 in range(0, n, chunk):
         out[i0:i0 + chunk] = rfft_yz(source[i0:i0 + chunk])
@@ -88,7 +91,7 @@ def potential_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_C
     return divide_by_k2_inplace(out.neg_(), box_size, chunk)
 
 
-def gradient_slabs(potential_k: torch.Tensor, box_size: float, chunk: int = DEFAULT_CHUNK,
+def gradient_slabs(potential_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK,
                    overwrite: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (i0, i1, −∇Φ) for chunks of x-planes: (i1−i0, L, L, 3) float32 [Mpc/h].
 
@@ -96,6 +99,7 @@ def gradient_slabs(potential_k: torch.Tensor, box_size: float, chunk: int = DEFA
     used as scratch and destroyed.
     """
     n = potential_k.shape[0]
+    chunk = chunk_planes(n, chunk)
     kx, ky, kz = _k_axes(n, box_size)
     dx = torch.empty_like(potential_k)
     for i0 in range(0, n, chunk):
