@@ -82,14 +82,22 @@ class GradientSync:
         self.distributed = distributed and dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.distributed else 1
 
-    def average(self, params) -> None:
-        if not self.distributed:
-            return
+    def average(self, params, local_count: int = 1) -> None:
+        """Gradients hold the sum over this process's `local_count` streams; make them the mean over all
+        streams of all ranks (sum, all-reduce sum, one division: the same arithmetic however the streams
+        are spread over ranks, up to the order of the sum)."""
         params = [p for p in params if p.requires_grad]
+        total = local_count * self.world_size
+        if not self.distributed:
+            if total != 1:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad /= total
+            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= self.world_size
+        flat /= total
         offset = 0
         for p in params:
             n = p.numel()

@@ -42,9 +42,6 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def _peak_children_gib() -> float:
-    """Largest RSS of any finished child process so far [GiB] (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
 
 
 def _halopaint_cmd(*args: str) -> list[str]:
@@ -64,11 +61,14 @@ def _mpiexec() -> str:
 def _run_stage(name: str, cmd: list[str], log: StageLog, env: dict | None = None) -> None:
     _say(f"{name}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env)  # output streams straight through: progress stays visible
+    proc = subprocess.Popen(cmd, env=env)  # output streams straight through: progress stays visible
+    # wait4 gives this stage's own rusage: max RSS over the child and its reaped descendants (MPI ranks)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         raise HalopaintError(f"demo stage '{name}' failed (exit {proc.returncode}); see the messages above")
-    log.add(name, dt, _peak_children_gib())
+    log.add(name, dt, usage.ru_maxrss / 1024**2)  # Linux reports KiB
     _say(f"{name}: done in {dt:.1f} s")
 
 
@@ -148,16 +148,34 @@ def _peak_self_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def stats_table(stats: dict) -> list[str]:
+    """Rows of T(k), r_c(k), s(k) of the prediction and of the 2LPT baseline, per selection."""
+    rows = [f"{'selection':<9s} {'k [h/Mpc]':>10s} {'T':>7s} {'r_c':>7s} {'s [(Mpc/h)^3]':>14s}"
+            f" {'T_2LPT':>8s} {'r_c_2LPT':>9s} {'s_2LPT':>10s}"]
+    for sel, b in stats.get("bins", {}).items():
+        pred, base = b.get("prediction", {}), b.get("lpt_baseline", {})
+        for target in ("0.05", "0.1", "0.2"):
+            if target not in pred:
+                continue
+            p, q = pred[target], base.get(target, {})
+            fmt = lambda d, key, f: format(d[key], f) if key in d else "—"  # noqa: E731
+            rows.append(f"{sel:<9s} {p['k']:10.3f} {p['T']:7.3f} {p['r_c']:7.3f} {p['s']:14.4g}"
+                        f" {fmt(q, 'T', '8.3f'):>8s} {fmt(q, 'r_c', '9.3f'):>9s} {fmt(q, 's', '10.4g'):>10s}")
+    return rows
+
+
 def format_summary(summary: dict) -> str:
     """The short human-readable summary printed at the end and saved as summary.txt."""
+    cfg = summary["config"]
     lines = ["halopaint demo — summary", ""]
-    stats = summary["heldout"]
-    lines.append(f"Held-out box (seed {summary['config']['seed']}, never seen in training), "
-                 f"{summary['config']['grid']}³ voxels of {summary['voxel_size']:g} Mpc/h:")
-    lines.extend("  " + line for line in stats.get("table", []))
-    if "abs_diff_gt3_fraction" in stats:
-        lines.append(f"  fraction of voxels with |pred − true| > 3 (summed bins): "
-                     f"{stats['abs_diff_gt3_fraction']:.2e}")
+    held = summary["heldout"]
+    lines.append(f"Held-out box (seed {cfg['seed']}, never seen in training): {cfg['grid']}³ voxels of "
+                 f"{summary['voxel_size']:g} Mpc/h, painted vs N-body FoF truth; 2LPT = linear-bias baseline")
+    lines.extend("  " + row for row in stats_table(held))
+    off = {sel: b["frac_off_by_3"] for sel, b in held.get("bins", {}).items() if "frac_off_by_3" in b}
+    if off:
+        lines.append("  fraction of voxels with |pred − true| > 3: "
+                     + ", ".join(f"{sel} {v:.2e}" for sel, v in off.items()))
     lines.append("")
     lines.append("Wall time and peak memory per stage:")
     for s in summary["stages"]:
@@ -166,8 +184,8 @@ def format_summary(summary: dict) -> str:
     lines.append("")
     lines.append("Where everything is:")
     for k, v in summary["files"].items():
-        lines.append(f"  {k:<18s} {v}")
+        lines.append(f"  {k:<24s} {v}")
     for name in ("heldout", "large"):
-        for fig in summary[name].get("figures", []):
-            lines.append(f"  figure             {fig}")
+        for k, v in summary[name].get("files", {}).items():
+            lines.append(f"  {name + ' ' + k:<24s} {v}")
     return "\n".join(lines) + "\n"

@@ -286,11 +286,11 @@ class BinTrainer:
             w = self.critic(real).mean() - self.critic(fake).mean()
             gp = gradient_penalty(self.critic, real, fake, eps)
             loss = -w + self.cfg.gp_lambda * gp
-            (loss / n).backward()
+            loss.backward()            # summed over streams; GradientSync.average divides once
             rec["critic_loss"] += loss.item() / n
             rec["wasserstein"] += w.item() / n
             rec["gp"] += gp.item() / n
-        sync.average(self.critic.parameters())
+        sync.average(self.critic.parameters(), n)
         self.opt_c.step()
         return rec
 
@@ -307,10 +307,10 @@ class BinTrainer:
             loss = self.cfg.supervised_weight * nll if self.cfg.supervised_weight > 0 else fake.sum() * 0
             if adversarial:
                 loss = loss - self.cfg.adversarial_weight * self.critic(fake).mean()
-            (loss / n).backward()
+            loss.backward()
             rec["gen_loss"] += loss.item() / n
             rec["poisson_nll"] += nll.item() / n
-        sync.average(self.gen.parameters())
+        sync.average(self.gen.parameters(), n)
         self.opt_g.step()
         self.n_updates += 1
         if self.ema is not None:

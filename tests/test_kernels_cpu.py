@@ -35,13 +35,13 @@ def spread():
     return spread_params(seed=11)
 
 
-@pytest.mark.parametrize("conv", ["fft", "direct"])
+@pytest.mark.parametrize("conv,mixing", [("fft", "addcmul"), ("fft", "matmul"), ("direct", "auto")])
 @pytest.mark.parametrize("n,batch", [(25, 1), (17, 2), (50, 1), (9, 1), (1, 1)])
-def test_fused_matches_reference(spread, conv, n, batch):
+def test_fused_matches_reference(spread, conv, mixing, n, batch):
     params, spec = spread
     x = random_input(batch, n + 2 * spec.ghost_width, seed=n)
     ref = ReferenceKernel(params, spec)(x)
-    out = FusedCPUKernel(params, spec, conv=conv)(x)
+    out = FusedCPUKernel(params, spec, conv=conv, mixing=mixing)(x)
     assert (ref > 0).float().mean() > 0.3          # the comparison is not dominated by ReLU zeros
     assert rel_err(out, ref) <= TOL
 
@@ -63,8 +63,8 @@ def test_multi_subtile_and_non_cubic(spread):
     params, spec = spread
     x = random_input(1, (30, 19, 37), seed=7)          # output 22 × 11 × 29
     ref = ReferenceKernel(params, spec)(x)
-    for subtile in (12, 28):
-        assert rel_err(FusedCPUKernel(params, spec, subtile=subtile)(x), ref) <= TOL
+    for subtile, mixing in ((12, "addcmul"), (28, "matmul"), (28, "addcmul")):
+        assert rel_err(FusedCPUKernel(params, spec, subtile=subtile, mixing=mixing)(x), ref) <= TOL
     assert rel_err(FusedCPUKernel(params, spec, conv="direct", subtile=10)(x), ref) <= TOL
 
 
@@ -116,6 +116,8 @@ def test_bad_input_raises(spread):
         kern(torch.zeros(1, 1, 8, 20, 20))
     with pytest.raises(ValueError):
         FusedCPUKernel(params, spec, conv="winograd")
+    with pytest.raises(ValueError):
+        FusedCPUKernel(params, spec, mixing="einsum")
 
 
 def test_dispatch_on_cpu(spread):

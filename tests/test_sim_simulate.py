@@ -93,6 +93,8 @@ def test_lpt_only_has_the_same_density_and_no_halos(small_runs):
     (["--redshift", "-0.5"], "redshift"),
     (["--omega-b", "0.5"], "Omega_b"),
     (["--sigma8", "-1"], "sigma8"),
+    (["--grid", "8192", "--lpt-only"], "GiB"),
+    (["--particles-per-side", "4096"], "GiB"),
 ])
 def test_bad_input_one_line_error_and_no_file(tmp_path, capsys, argv, message):
     out = tmp_path / "x.h5"
@@ -142,3 +144,26 @@ def test_cli_help_lists_the_issue_options():
                 "--particles-per-side", "--pm-steps", "--redshift", "--mass-bin-edges", "--omega-m",
                 "--omega-b", "--h", "--sigma8", "--n-s"):
         assert opt in out
+
+
+def test_nbody_halos_independent_of_thread_count():
+    import numba
+    import torch
+
+    from engine.sim import nbody_halos
+    from engine.sim.cosmology import LinearCosmology
+    config = SimulateConfig(grid=8, box_size=64.0, particles_per_side=16, pm_steps=4, seed=9)
+    old_t, old_n = torch.get_num_threads(), numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            results.append(nbody_halos(config, LinearCosmology(config.cosmology)))
+    finally:
+        torch.set_num_threads(old_t)
+        numba.set_num_threads(old_n)
+    (cat1, rho1), (cat2, rho2) = results
+    np.testing.assert_array_equal(rho1, rho2)
+    np.testing.assert_array_equal(cat1.pos, cat2.pos)
+    np.testing.assert_array_equal(cat1.mass, cat2.mass)

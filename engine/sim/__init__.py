@@ -27,8 +27,8 @@ from engine.sim.lpt import (gradient_slabs, divide_by_k2_inplace, lattice_positi
                             potential_2lpt)
 from engine.sim.pm import run_pm
 
-__all__ = ["simulate", "lpt_density", "nbody_halos", "validate_config", "density_recipe",
-           "lpt_peak_bytes", "nbody_peak_bytes"]
+__all__ = ["simulate", "lpt_density", "nbody_halos", "nbody_initial_conditions", "validate_config",
+           "check_memory", "density_recipe", "lpt_peak_bytes", "nbody_peak_bytes"]
 
 
 class Progress:
@@ -191,11 +191,28 @@ def nbody_halos(config: SimulateConfig, linear: LinearCosmology, progress=None) 
     return catalog, rho.astype(np.float32)
 
 
+def check_memory(config: SimulateConfig) -> int:
+    """Refuse (HalopaintError) a run whose estimated peak memory exceeds this machine's RAM; → estimate [B]."""
+    import psutil
+    need = lpt_peak_bytes(config.lpt_particles_per_voxel * config.grid, config.grid)
+    if not config.lpt_only:
+        p = config.n_particles_side
+        need = max(need, nbody_peak_bytes(p, config.pm_mesh_factor * p))
+    total = psutil.virtual_memory().total
+    if need > total:
+        raise HalopaintError(f"this run needs about {need / 2**30:.1f} GiB but the machine has "
+                             f"{total / 2**30:.1f} GiB; use a smaller --grid, --particles-per-side or "
+                             f"--lpt-particles-per-voxel")
+    return need
+
+
 def simulate(config: SimulateConfig, quiet: bool = False) -> str:
     """Run the whole pipeline for `config` and write `config.out` atomically; returns the path."""
     validate_config(config)
     check_writable(config.out)
+    need = check_memory(config)
     progress = Progress(quiet)
+    progress(f"estimated peak memory {need / 2**30:.1f} GiB")
     linear = LinearCosmology(config.cosmology)
     a_final = 1.0 / (1.0 + config.redshift)
     recipe = density_recipe(config)
