@@ -68,6 +68,7 @@ def delta(f: np.ndarray) -> np.ndarray:
 
 
 def quality(pred: np.ndarray, true: np.ndarray, rho: np.ndarray, box: float, kmax_bias: float = 0.1) -> dict:
+    pred, true, rho = (np.asarray(a, dtype=np.float64) for a in (pred, true, rho))
     fields = {"p": delta(pred), "t": delta(true), "m": rho / rho.mean() - 1.0}
     pairs = [("p", "p"), ("t", "t"), ("m", "m"), ("p", "t"), ("t", "m")]
     k, P = spectra(fields, pairs, box)
@@ -83,7 +84,8 @@ def quality(pred: np.ndarray, true: np.ndarray, rho: np.ndarray, box: float, kma
     m01 = k < 0.1
     i01 = int(np.argmin(abs(k - 0.1)))
     return {
-        "n_halos": float(true.sum()), "n_painted": float(pred.sum()), "shot_noise": shot, "baseline_bias": bias,
+        "n_halos": float(true.sum()), "n_painted": float(pred.sum()), "shot_noise": float(shot),
+        "baseline_bias": float(bias),
         "k": k.tolist(), "T": T.tolist(), "r_c": rc.tolist(), "r_c_baseline": rc_base.tolist(),
         "stoch_model": E[("ep", "ep")].tolist(), "stoch_baseline": E[("eb", "eb")].tolist(),
         "max_abs_T_minus_1_k_le_0.2": float(np.max(np.abs(T[m02] - 1))),
