@@ -22,6 +22,7 @@ from torch import nn
 
 from engine.config import Cosmology, DensityRecipe
 from engine.errors import HalopaintError
+from engine.fields import temporary_path
 from kernels.reference import GeneratorSpec, generator_forward
 
 BUNDLE_FORMAT = "halopaint-model-bundle"
@@ -176,12 +177,7 @@ class ModelBundle:
             "generators": self.generators,
             "checksum": bundle_checksum(spec_text, meta_text, self.generators),
         }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelBundle":
@@ -235,6 +231,16 @@ def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[st
             h.update(f"\0{name}{tuple(t.shape)}".encode())
             h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+def atomic_torch_save(payload: dict, path: Path) -> None:
+    """torch.save to a temporary name in the same directory, then an atomic rename."""
+    tmp = temporary_path(path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
 from engine.fields import FieldFile, FieldFileError, check_writable
-from engine.model import BundleMetadata, Critic, Generator, ModelBundle, InputNormalisation
+from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
+                          atomic_torch_save)
 from engine.patches import PatchSampler, Region
 
 CHECKPOINT_FORMAT = "halopaint-train-checkpoint"
@@ -515,12 +516,7 @@ class TrainPaths:
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Atomic: write a temporary file in the same directory, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: Path) -> dict:
