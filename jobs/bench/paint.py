@@ -26,7 +26,10 @@ from pathlib import Path
 
 import h5py
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This folder holds a script named kernels.py: keep it behind the repository root, or it would shadow
+# the `kernels` package.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(HERE.parents[1]), *(p for p in sys.path if Path(p or ".").resolve() != HERE), str(HERE)]
 from make_lognormal import write_lognormal  # noqa: E402
 
 
