@@ -7,7 +7,6 @@ atomically (temporary name, then rename); it returns the path.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,20 +16,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from engine.fields import atomic_path  # noqa: E402
+
 STYLE = {"pred": dict(color="C3", label="prediction"), "ref": dict(color="k", label="reference (N-body)"),
          "lpt": dict(color="C0", ls="--", label="2LPT baseline b·δ")}
 
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from analysis.pdf import count_pdf
 from analysis.spectra import cross_from_spectra, mas_order, spectra
 from engine.config import SpectraConfig
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldInfo
+from engine.fields import FieldFile, FieldInfo, atomic_path
 
 SUMMARY_K = (0.05, 0.1, 0.2)  # [h/Mpc] where the summary quotes T, r_c, s
 
@@ -126,14 +125,8 @@ def _jsonable(value):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def write_tree(tree: dict, path: Path, fmt: str, root_attrs: dict) -> None:

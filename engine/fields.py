@@ -72,26 +72,34 @@ def check_writable(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on clean exit rename it to `path`, on error remove it.
+
+    For any writer (h5py, torch.save, matplotlib, plain text): readers never see a half-written file.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike, attrs: dict | None = None) -> Iterator[h5py.File]:
     """Open a temporary HDF5 file for writing; on clean exit mark it complete and rename it to `path`.
 
     `complete = True` is the last thing written. On any exception the temporary file is removed and
     nothing appears at `path`.
     """
-    path = Path(path)
     check_writable(path)
-    tmp = temporary_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            yield f
-            f.attrs["complete"] = True
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        yield f
+        f.attrs["complete"] = True
 
 
 def write_field(path, attrs: dict, *, density: np.ndarray | None = None,

@@ -22,7 +22,7 @@ from torch import nn
 
 from engine.config import Cosmology, DensityRecipe
 from engine.errors import HalopaintError
-from engine.fields import temporary_path
+from engine.fields import atomic_path
 from kernels.reference import GeneratorSpec, generator_forward
 
 BUNDLE_FORMAT = "halopaint-model-bundle"
@@ -235,12 +235,8 @@ def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[st
 
 def atomic_torch_save(payload: dict, path: Path) -> None:
     """torch.save to a temporary name in the same directory, then an atomic rename."""
-    tmp = temporary_path(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:

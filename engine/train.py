@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldFileError, check_writable
+from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable
 from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
                           atomic_torch_save)
 from engine.patches import PatchSampler, Region
@@ -550,11 +550,9 @@ def _read_log(path: Path, upto_step: int | None = None) -> list[dict]:
 
 
 def _rewrite_log(path: Path, recs: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         for r in recs:
             f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def plot_losses(log_path: Path, png_path: Path) -> None:
@@ -589,10 +587,9 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
                 ax.text(0.5, 0.5, "no critic (supervised only)" if key == "w" else "—",
                         ha="center", va="center", transform=ax.transAxes, fontsize=8)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 # -------------------------------------------------------------------------------------------- driver
