@@ -7,8 +7,9 @@
    wall time per stage, peak memory);
 5. print where everything is.
 
-Every stage runs the real CLI in a subprocess (the same commands a user types), so the demo exercises
-exactly what production runs, and each stage's peak memory is measured on its own.
+The simulate and paint stages run the real CLI in subprocesses (the same commands a user types, painting
+under mpiexec), so the demo exercises exactly what production runs and each stage's peak memory is
+measured on its own; the statistics call `analysis.report.run`, which is what `halopaint spectra` runs.
 """
 
 from __future__ import annotations
