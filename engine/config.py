@@ -186,3 +186,25 @@ def parse_bytes(text: str) -> int:
     if value <= 0:
         raise ValueError(f"memory size must be positive, got {text!r}")
     return int(value)
+
+
+def parse_mass_bins(text: str) -> tuple[int, ...] | None:
+    """`--mass-bins`: 'all' → None; '2' → (2,); '0,1' → (0, 1); '1-3' → (1, 2, 3)."""
+    text = text.strip().lower()
+    if text == "all":
+        return None
+    bins: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                bins.extend(range(lo, hi + 1))
+            else:
+                bins.append(int(part))
+    except ValueError:
+        raise ValueError(f"--mass-bins: cannot parse {text!r} (use all, 2, 0,1 or 1-3)") from None
+    if not bins:
+        raise ValueError("--mass-bins is empty")
+    return tuple(bins)

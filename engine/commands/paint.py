@@ -11,25 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from engine.config import PaintConfig, parse_bytes
-
-
-def parse_mass_bins(text: str) -> tuple[int, ...] | None:
-    """'all' → None; '2' → (2,); '0,1' → (0, 1); '1-3' → (1, 2, 3)."""
-    text = text.strip().lower()
-    if text == "all":
-        return None
-    bins: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = (int(v) for v in part.split("-"))
-                bins.extend(range(lo, hi + 1))
-            else:
-                bins.append(int(part))
-    except ValueError:
-        raise ValueError(f"--mass-bins: cannot parse {text!r} (use all, 2, 0,1 or 1-3)") from None
-    return tuple(bins)
+from engine.config import PaintConfig, parse_bytes, parse_mass_bins
 
 
 def parse_tile(text: str) -> tuple[int, int, int]:

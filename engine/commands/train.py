@@ -9,22 +9,9 @@ from __future__ import annotations
 import shlex
 import sys
 
-from engine.config import TrainConfig
-from engine.errors import HalopaintError
+from engine.config import TrainConfig, parse_mass_bins
 
 _D = TrainConfig()
-
-
-def _bins(text: str):
-    if text.strip().lower() == "all":
-        return None
-    try:
-        bins = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise HalopaintError(f"--mass-bins must be 'all' or comma-separated integers, got {text!r}") from None
-    if not bins:
-        raise HalopaintError("--mass-bins is empty")
-    return bins
 
 
 def add_arguments(p) -> None:
@@ -35,7 +22,7 @@ def add_arguments(p) -> None:
                         "x-range of each training box)")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model bundle (.pt)")
     p.add_argument("--steps", type=int, default=_D.steps, help="generator steps per mass bin (%(default)s)")
-    p.add_argument("--mass-bins", default="all", help="'all' or adjacent bins, e.g. 0,1 (default all)")
+    p.add_argument("--mass-bins", default="all", help="'all' or adjacent bins, e.g. 0,1 or 1-3 (default all)")
     p.add_argument("--patch", type=int, default=_D.patch, help="halo patch side in voxels (%(default)s); "
                    "the density patch is patch + 2·ghost")
     p.add_argument("--seed", type=int, default=_D.seed)
@@ -64,7 +51,7 @@ def add_arguments(p) -> None:
 
 def config_from_args(args) -> TrainConfig:
     return TrainConfig(data=tuple(args.data), validation=tuple(args.validation), out=args.out,
-                       steps=args.steps, mass_bins=_bins(args.mass_bins), patch=args.patch,
+                       steps=args.steps, mass_bins=parse_mass_bins(args.mass_bins), patch=args.patch,
                        batch_size=args.batch_size, seed=args.seed, resume=args.resume,
                        checkpoint_every=args.checkpoint_every, n_critic=args.n_critic,
                        gp_lambda=args.gp_lambda, lr=args.lr, supervised_weight=args.supervised_weight,
