@@ -198,21 +198,29 @@ def plot_pdfs(path, pdf: dict, edges) -> Path:
     return _save(fig, path)
 
 
-def plot_bispectra(path, bispectrum: dict) -> Path:
-    """Reduced bispectrum Q(θ) per (k1, k2) configuration: prediction, reference, 2LPT baseline."""
-    names = list(bispectrum)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for c, name in enumerate(names):
-        node, ax = bispectrum[name], axes[0, c]
-        th = node["theta"] / np.pi
-        ax.plot(th, node["Q_pred"], "o-", ms=3, **STYLE["pred"])
-        if "Q_ref" in node:
-            ax.plot(th, node["Q_ref"], "o-", ms=3, **STYLE["ref"])
-        if "Q_lpt" in node:
-            ax.plot(th, node["Q_lpt"], **STYLE["lpt"])
-        ax.set_xlabel("θ / π (angle between k₁ and k₂)")
-        ax.set_ylabel("Q(k₁, k₂, θ)")
-        ax.set_title(f"k₁ = {node['attrs']['k1']:g}, k₂ = {node['attrs']['k2']:g} h/Mpc", fontsize=10)
-        ax.legend(fontsize=8)
+def plot_bispectra(path, bispectrum: dict, edges=None) -> Path:
+    """Reduced bispectrum Q(θ): one row per mass selection ({"sum": …, "bin0": …}), one column per (k1, k2)
+    configuration; prediction, reference and the 2LPT baseline (Fig. 11 for the sum, Fig. 14 per bin)."""
+    rows = list(bispectrum)
+    cols = sorted({c for r in rows for c in bispectrum[r]})
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(5 * len(cols), 3.6 * len(rows)), squeeze=False)
+    for i, sel in enumerate(rows):
+        for j, name in enumerate(cols):
+            ax = axes[i, j]
+            node = bispectrum[sel].get(name)
+            if node is None:
+                ax.set_axis_off()
+                continue
+            th = node["theta"] / np.pi
+            ax.plot(th, node["Q_pred"], "o-", ms=3, **STYLE["pred"])
+            if "Q_ref" in node:
+                ax.plot(th, node["Q_ref"], "o-", ms=3, **STYLE["ref"])
+            if "Q_lpt" in node:
+                ax.plot(th, node["Q_lpt"], **STYLE["lpt"])
+            ax.set_xlabel("θ / π (angle between k₁ and k₂)")
+            ax.set_ylabel("Q(k₁, k₂, θ)")
+            what = "summed over mass bins" if sel == "sum" else _mass_label(edges, int(sel[3:]))
+            ax.set_title(f"{what}\nk₁ = {node['attrs']['k1']:g}, k₂ = {node['attrs']['k2']:g} h/Mpc", fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -3,7 +3,7 @@
 `run(config)` validates the inputs (same grid, box and mass bins; complete files), then for the summed
 halo field and each mass bin measures P(k) of the prediction, and with a reference the cross statistics
 T, r_c, s, the Poisson levels and the count PDFs; with a 2LPT density the linear-bias baseline; the
-bispectra of the summed fields; optional patch ensembles. It writes `<out>/spectra.h5` (or `.json`),
+bispectra of the summed field and of each bin; optional patch ensembles. It writes `<out>/spectra.h5` (or `.json`),
 `<out>/summary.json` and PNG figures, each atomically, and returns the JSON-serialisable summary.
 """
 
@@ -296,7 +296,7 @@ def _run(config: SpectraConfig) -> dict:
             tree["power"][name] = node
             summary["bins"][name] = bsum
             slices[name] = _read_slices(pred, ref, dens, bins)
-        # bispectra of the summed fields
+        # bispectra of every mass selection (or of the sum only)
         if config.bispectrum_configs and config.bispectrum_thetas > 0:
             bispectra = _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched)
     _check_finite(tree)  # before anything is written
@@ -311,7 +311,7 @@ def _run(config: SpectraConfig) -> dict:
     write_tree(tree, stats_path, config.output_format, root_attrs)
     summary["files"] = {"statistics": str(stats_path), **{k: str(v) for k, v in figures.items()}}
     summary["bispectrum"] = {name: {"k1": b["attrs"]["k1"], "k2": b["attrs"]["k2"]}
-                             for name, b in tree.get("bispectrum", {}).items()}
+                             for name, b in tree.get("bispectrum", {}).get("sum", {}).items()}
     summary = _jsonable(summary)
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     summary["files"]["summary"] = str(out / "summary.json")
@@ -349,45 +349,68 @@ def _read_slices(pred, ref, dens, bins) -> dict:
 
 
 def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) -> dict:
+    """B and Q of every mass selection (sum, bin0 …; `bispectrum_sum_only` keeps the sum) and of the matter.
+
+    The 2LPT density's bispectrum is computed once; each selection's baseline Q_lpt = Q_matter / b uses that
+    selection's fitted bias (B ∝ b³, P ∝ b²). Results land in tree["bispectrum"][selection]["config{i}"].
+    """
     n, box = pred.grid, pred.box_size
     thetas = default_thetas(config.bispectrum_thetas)
-    all_bins = tuple(range(pred.n_bins))
-    sources = {"pred": (pred, "halos", all_bins)}
-    if ref is not None:
-        sources["ref"] = (ref, "halos", all_bins)
-    if dens is not None:
-        sources["matter"] = (dens, "density", None)
-    fields = {}
-    for key, (info, ds, bins) in sources.items():
+    selections = _selections(pred.n_bins)[:1] if config.bispectrum_sum_only else _selections(pred.n_bins)
+
+    def field(info, ds, bins, mas):
         fk = transform(load(info, ds, bins))
         if n <= 256:  # keep δ_k in memory for the 4 + 2·n_θ inverse transforms
             fk = fk.persist(scheduler=sched)
         dc = float(np.real(dfft.compute(fk[0, 0, 0], scheduler=sched)[0]))
         if dc <= 0:
             raise HalopaintError(f"{info.path}: empty field; its bispectrum is undefined")
-        fields[key] = (fk, float(n) ** 3 / dc, config.density_mas if key == "matter" else config.mas)
+        return fk, float(n) ** 3 / dc, mas
+
+    def measure(key, fk, scale, mas, k1, k2):
+        _log(f"bispectrum k1={k1:g} k2={k2:g} h/Mpc: {key}", config.progress)
+        return bispectrum_k(fk, box, k1, k2, thetas, mas=mas, scale=scale, scheduler=sched)
+
+    matter = {}
+    if dens is not None:
+        fk = field(dens, "density", None, config.density_mas)
+        for c, (k1, k2) in enumerate(config.bispectrum_configs):
+            try:
+                matter[c] = measure("matter", *fk, k1, k2)
+            except HalopaintError as exc:
+                _log(f"bispectrum k1={k1:g} k2={k2:g} skipped: {exc}", True)
     results = {}
-    for c, (k1, k2) in enumerate(config.bispectrum_configs):
-        name = f"config{c}"
-        node = {"theta": thetas, "attrs": {"k1": float(k1), "k2": float(k2), "units": "theta [rad], k [h/Mpc], "
-                                           "B [(Mpc/h)^6]", "estimator": "FFT shells |k-k_i|<k_F (Pylians Bk)"}}
+    for sel, bins in selections:
+        sources = {"pred": (pred, bins)}
+        if ref is not None:
+            sources["ref"] = (ref, bins)
         try:
-            for key, (fk, scale, mas) in fields.items():
-                _log(f"bispectrum k1={k1:g} k2={k2:g} h/Mpc: {key}", config.progress)
-                b = bispectrum_k(fk, box, k1, k2, thetas, mas=mas, scale=scale, scheduler=sched)
-                node["k3"] = b.k3
-                node["triangles"] = b.triangles
-                node[f"B_{key}"] = b.B
-                node[f"Q_{key}"] = b.Q
-                results[(name, key)] = b
+            fields = {key: field(info, "halos", b, config.mas) for key, (info, b) in sources.items()}
         except HalopaintError as exc:
-            _log(f"bispectrum k1={k1:g} k2={k2:g} skipped: {exc}", True)
+            if sel == "sum":
+                raise
+            _log(f"{sel}: bispectrum skipped: {exc}", True)   # an empty mass bin in a small box
             continue
-        bias = tree["power"]["sum"]["attrs"].get("bias")
-        if "Q_matter" in node and bias:
-            node["Q_lpt"] = node["Q_matter"] / bias  # Q of b·δ_m: B ∝ b³, P ∝ b²
-            node["B_lpt"] = node["B_matter"] * bias**3
-        tree.setdefault("bispectrum", {})[name] = node
+        for c, (k1, k2) in enumerate(config.bispectrum_configs):
+            name = f"config{c}"
+            node = {"theta": thetas, "attrs": {"k1": float(k1), "k2": float(k2), "mass_bins": list(bins),
+                                               "units": "theta [rad], k [h/Mpc], B [(Mpc/h)^6]",
+                                               "estimator": "FFT shells |k-k_i|<k_F (Pylians Bk)"}}
+            try:
+                for key, f in fields.items():
+                    b = measure(f"{sel} {key}", *f, k1, k2)
+                    node.update({"k3": b.k3, "triangles": b.triangles, f"B_{key}": b.B, f"Q_{key}": b.Q})
+                    results[(sel, name, key)] = b
+            except HalopaintError as exc:
+                _log(f"{sel}: bispectrum k1={k1:g} k2={k2:g} skipped: {exc}", True)
+                continue
+            if c in matter:
+                node["B_matter"], node["Q_matter"] = matter[c].B, matter[c].Q
+                bias = tree["power"][sel]["attrs"].get("bias")
+                if bias:
+                    node["Q_lpt"] = matter[c].Q / bias
+                    node["B_lpt"] = matter[c].B * bias**3
+            tree.setdefault("bispectrum", {}).setdefault(sel, {})[name] = node
     return results
 
 
@@ -400,6 +423,9 @@ def _figures(config, out, tree, pdfs, bispectra, ensembles, slices, pred) -> dic
     figs["power_bins"] = plots.plot_power_bins(out / "power_bins.png", tree["power"], pred.mass_bin_edges)
     if pdfs:
         figs["pdf"] = plots.plot_pdfs(out / "pdf.png", tree["pdf"], pred.mass_bin_edges)
-    if tree.get("bispectrum"):
-        figs["bispectrum"] = plots.plot_bispectra(out / "bispectrum.png", tree["bispectrum"])
+    if tree.get("bispectrum", {}).get("sum"):
+        figs["bispectrum"] = plots.plot_bispectra(out / "bispectrum.png", {"sum": tree["bispectrum"]["sum"]})
+    if len(tree.get("bispectrum", {})) > 1:
+        figs["bispectrum_bins"] = plots.plot_bispectra(out / "bispectrum_bins.png", tree["bispectrum"],
+                                                       pred.mass_bin_edges)
     return figs

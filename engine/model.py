@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,37 @@ class ModelBundle:
             raise ModelBundleError(f"{path}: checksum mismatch: the file was modified or damaged after it "
                                    "was written")
         return cls(spec=spec, generators=generators, metadata=metadata)
+
+
+def merge_bundles(parts: list[ModelBundle], training: dict | None = None) -> ModelBundle:
+    """One bundle from bundles of adjacent mass-bin ranges (bins trained in separate runs), in order.
+
+    Every part must share the architecture, voxel size, redshift, cosmology, density recipe and input
+    normalisation, and part i's last mass-bin edge must be part i+1's first. The merged metadata.training
+    is {"parts": [each part's training metadata], **training}.
+    """
+    if not parts:
+        raise ModelBundleError("merge_bundles needs at least one bundle")
+    first = parts[0]
+    edges = list(first.metadata.mass_bin_edges)
+    generators = list(first.generators)
+    for i, part in enumerate(parts[1:], start=1):
+        m, m0 = part.metadata, first.metadata
+        same = {"architecture": part.spec == first.spec, "voxel size": m.voxel_size == m0.voxel_size,
+                "redshift": m.redshift == m0.redshift, "cosmology": m.cosmology == m0.cosmology,
+                "density recipe": m.density_recipe == m0.density_recipe,
+                "input normalisation": m.input_normalisation == m0.input_normalisation}
+        for what, ok in same.items():
+            if not ok:
+                raise ModelBundleError(f"bundle {i} differs from bundle 0 in its {what}")
+        if not math.isclose(m.mass_bin_edges[0], edges[-1], rel_tol=1e-9):
+            raise ModelBundleError(f"bundle {i} starts at mass {m.mass_bin_edges[0]:g}, not at the previous "
+                                   f"bundle's last edge {edges[-1]:g}: parts must be adjacent and in order")
+        edges += list(m.mass_bin_edges[1:])
+        generators += list(part.generators)
+    meta = replace(first.metadata, mass_bin_edges=[float(e) for e in edges],
+                   training={"parts": [p.metadata.training for p in parts], **(training or {})})
+    return ModelBundle(spec=first.spec, generators=generators, metadata=meta)
 
 
 def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[str, torch.Tensor]]) -> str:

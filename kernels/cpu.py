@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import scipy.fft
 import torch
@@ -43,9 +44,10 @@ import torch.nn.functional as F
 from kernels.reference import GeneratorSpec
 
 # FFT sizes N tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)), with the
-# measured time per N³ voxels of one sub-tile relative to N = 32 (2-core AMD EPYC, AVX2, torch 2.13 / MKL
-# FFT, one thread): larger N wastes less on overlap but runs slower per voxel (spectra leave the cache).
-FFT_SIZES = {16: 1.0, 20: 1.25, 24: 1.1, 28: 1.2, 32: 1.0, 36: 1.5, 40: 1.7}
+# measured time per N³ voxels of one sub-tile relative to N = 32 (whole fused forward on tiles a multiple
+# of N − 4, 2-core AMD EPYC, AVX2, one thread: `python jobs/bench/kernels.py --fft-sizes`): flat up to 36 and at 48; 40 and 45 run ~1.35× slower per voxel, 64 ~3× (its kernel
+# spectra, 210 MB, leave the cache during the mixing), so it is not offered.
+FFT_SIZES = {20: 0.97, 24: 0.96, 28: 0.99, 30: 0.98, 32: 1.0, 36: 0.98, 40: 1.33, 45: 1.38, 48: 1.02}
 # Frequencies per step of the addcmul mixing (the chunk of spectra and products stays in cache).
 MIX_CHUNK = 8192
 # Kernel spectra kept per block (one per FFT shape in use; ~26 MB each at N = 32 for the paper's net).
@@ -297,13 +299,14 @@ class FusedCPUKernel:
         return best[1]
 
     @staticmethod
-    def _starts(n: int, s: int) -> list[int]:
-        """Sub-tile origins along one axis: a regular grid, the last one clamped to end at n."""
+    def _pieces(n: int, s: int) -> list[tuple[int, int]]:
+        """Sub-tiles along one axis as (origin, first owned voxel): a regular grid of side s, the last one
+        clamped to end at n; it owns only what the previous one did not cover, so every output voxel is
+        written by exactly one sub-tile (deterministic whatever the order the sub-tiles run in)."""
         if n <= s:
-            return [0]
+            return [(0, 0)]
         starts = list(range(0, n - s, s))
-        starts.append(n - s)
-        return starts
+        return [(o, o) for o in starts] + [(n - s, starts[-1] + s)]
 
     def _fft_shape(self, sub: tuple[int, int, int], s: int, block_index: int) -> tuple[int, int, int]:
         """FFT size for a block: input side, padded to the chosen size on axes cut short."""
@@ -344,13 +347,31 @@ class FusedCPUKernel:
         s = self._choose_subtile(n)
         out = torch.empty(x.shape[0], 1, *n, dtype=torch.float32)
         origins = [(b, *o) for b in range(x.shape[0])
-                   for o in itertools.product(*(self._starts(ni, s) for ni in n))]
+                   for o in itertools.product(*(self._pieces(ni, s) for ni in n))]
         sub = tuple(min(ni, s) for ni in n)
-        for k in range(0, len(origins), SUBTILE_BATCH):
-            group = origins[k:k + SUBTILE_BATCH]
+
+        def paint_group(group):
             xs = torch.stack([x[b, :, z:z + sub[0] + 2 * g, y:y + sub[1] + 2 * g, w:w + sub[2] + 2 * g]
-                              for b, z, y, w in group])
+                              for b, (z, _), (y, _), (w, _) in group])
             ys = self._paint(xs, s)
-            for j, (b, z, y, w) in enumerate(group):
-                out[b, :, z:z + sub[0], y:y + sub[1], w:w + sub[2]] = ys[j]
+            for j, (b, (z, z1), (y, y1), (w, w1)) in enumerate(group):
+                out[b, :, z1:z + sub[0], y1:y + sub[1], w1:w + sub[2]] = \
+                    ys[j][:, z1 - z:, y1 - y:, w1 - w:]
+
+        groups = [origins[k:k + SUBTILE_BATCH] for k in range(0, len(origins), SUBTILE_BATCH)]
+        threads = torch.get_num_threads()
+        if self.conv != "fft" or threads == 1 or len(groups) == 1:
+            for group in groups:
+                paint_group(group)
+            return out
+        # FFT path on several threads: one single-threaded sub-tile pipeline per thread (FFTs, mixing and
+        # small GEMMs scale far better this way than as many tiny multi-threaded ops); the first group runs
+        # alone so the kernel-spectrum caches are filled before the workers share them read-only.
+        torch.set_num_threads(1)
+        try:
+            paint_group(groups[0])
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(paint_group, groups[1:]))
+        finally:
+            torch.set_num_threads(threads)
         return out

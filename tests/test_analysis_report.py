@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis import count_pdf, power_spectrum
+from analysis import bispectrum, count_pdf, power_spectrum
 from analysis.ensemble import PatchSource, patch_ensemble, read_periodic_cube
 from analysis.report import run
 from engine.config import Cosmology, SpectraConfig
@@ -49,7 +49,7 @@ def test_full_report(tmp_path):
     paths, pred, true, rho = _halo_files(tmp_path)
     summary = run(_config(paths, tmp_path / "out", patches=3, patch_size=BOX / 2))
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["grid"] == N
-    for name in ("statistics", "slices", "power", "power_bins", "pdf", "bispectrum"):
+    for name in ("statistics", "slices", "power", "power_bins", "pdf", "bispectrum", "bispectrum_bins"):
         assert (tmp_path / "out").joinpath(summary["files"][name].split("/")[-1]).stat().st_size > 0
     s = summary["bins"]["sum"]
     # k ≈ 0.05 h/Mpc is below this small box's first bin; 0.1 and 0.2 are quoted for both
@@ -65,7 +65,14 @@ def test_full_report(tmp_path):
         np.testing.assert_allclose(node.attrs["poisson_ref"], BOX**3 / true.sum(), rtol=1e-6)
         for key in ("T", "r_c", "s", "T_lpt", "r_c_lpt", "s_lpt"):
             assert np.all(np.isfinite(node[key][:]))
-        assert "config0" in f["bispectrum"] and "Q_lpt" in f["bispectrum/config0"]
+        assert "config0" in f["bispectrum/sum"] and "Q_lpt" in f["bispectrum/sum/config0"]
+        # per-bin bispectra (Fig. 14) are the API's bispectra of each bin's δ, baseline with that bin's bias
+        for b in range(pred.shape[0]):
+            got = f[f"bispectrum/bin{b}/config0"]
+            want_b = bispectrum(pred[b] / pred[b].mean() - 1.0, BOX, 0.35, 0.5, got["theta"][:])
+            np.testing.assert_allclose(got["B_pred"][:], want_b.B, rtol=1e-5)
+            np.testing.assert_allclose(got["Q_lpt"][:] * f[f"power/bin{b}"].attrs["bias"],
+                                       got["Q_matter"][:], rtol=1e-6)
         assert f["ensemble/sum"].attrs["n_patches"] == 3
         frac = np.mean(np.abs(n_sum - true.sum(axis=0)) > 3)
         np.testing.assert_allclose(f["pdf/sum"].attrs["frac_off_by_3"], frac)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -93,3 +95,40 @@ def test_pickle_with_code_is_refused_and_never_run(tmp_path):
     torch.save({"format": "halopaint-model-bundle", "version": 1, "x": _Exploit(marker)}, path)
     _one_line_error(path)
     assert not marker.exists()
+
+
+def test_merge_adjacent_bundles_in_mass_order(tmp_path):
+    import dataclasses
+    import subprocess
+    import sys
+    whole = random_bundle(n_bins=4, seed=2)
+    edges = whole.metadata.mass_bin_edges
+
+    def part(lo, hi):
+        meta = dataclasses.replace(whole.metadata, mass_bin_edges=edges[lo:hi + 1], training={"bins": [lo, hi]})
+        return ModelBundle(spec=whole.spec, generators=whole.generators[lo:hi], metadata=meta)
+
+    script = str(Path(__file__).resolve().parents[1] / "jobs" / "merge_bundles.py")
+    paths = [tmp_path / "lo.pt", tmp_path / "hi.pt"]
+    part(0, 1).save(paths[0])
+    part(1, 4).save(paths[1])
+    out = tmp_path / "merged.pt"
+    res = subprocess.run([sys.executable, script, "--out", str(out), *map(str, paths),
+                          "--summary", "test"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    merged = ModelBundle.load(out)
+    assert merged.metadata.mass_bin_edges == edges
+    for got, want in zip(merged.generators, whole.generators):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert merged.metadata.training["parts"] == [{"bins": [0, 1]}, {"bins": [1, 4]}]
+    assert merged.metadata.training["summary"] == "test"
+    # out of order or a different voxel size: one clear error, nothing written
+    bad = tmp_path / "bad.pt"
+    res = subprocess.run([sys.executable, script, "--out", str(bad), str(paths[1]), str(paths[0])],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "adjacent" in res.stderr and not bad.exists(), res.stderr
+    other = dataclasses.replace(part(1, 4).metadata, voxel_size=2.0)
+    ModelBundle(spec=whole.spec, generators=whole.generators[1:], metadata=other).save(tmp_path / "vox.pt")
+    res = subprocess.run([sys.executable, script, "--out", str(bad), str(paths[0]),
+                          str(tmp_path / "vox.pt")], capture_output=True, text=True)
+    assert res.returncode == 2 and "voxel size" in res.stderr and not bad.exists(), res.stderr

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         + " ".join(f"{a:g},{b:g}" for a, b in d.bispectrum_configs) + ")")
     p.add_argument("--thetas", type=int, default=d.bispectrum_thetas, metavar="N",
                    help="number of angles θ in [0, π] (0 = no bispectrum)")
+    p.add_argument("--bispectrum-sum-only", action="store_true",
+                   help="bispectra of the field summed over mass bins only (default: also every bin)")
     p.add_argument("--chunk-planes", type=int, default=d.chunk_planes, help="x-planes per Dask chunk")
     p.add_argument("--spill-dir", default=d.spill_dir, metavar="DIR",
                    help="out-of-core FFT transpose through temporary files in DIR")
@@ -59,7 +61,8 @@ def config_from_args(args) -> SpectraConfig:
         mas=args.mas, density_mas=args.density_mas, bias_fit_kmax=args.bias_kmax,
         bias_fit_subtract_shot_noise=not args.no_bias_shot_noise,
         bispectrum_configs=tuple(args.bispectrum) if args.bispectrum else d.bispectrum_configs,
-        bispectrum_thetas=args.thetas, chunk_planes=args.chunk_planes, spill_dir=args.spill_dir,
+        bispectrum_thetas=args.thetas,
+        bispectrum_sum_only=args.bispectrum_sum_only, chunk_planes=args.chunk_planes, spill_dir=args.spill_dir,
         output_format=args.output_format, figures=not args.no_figures, progress=not args.quiet)
 
 

@@ -3,6 +3,7 @@
     python jobs/bench/kernels.py                          # CPU: reference, fused cpu (fft, direct)
     python jobs/bench/kernels.py --device cuda            # GPU: cuDNN eager, torch.compile, triton fp32/tf32/bf16
     python jobs/bench/kernels.py --sizes 64 128 --threads 2 --json out.json
+    python jobs/bench/kernels.py --fft-sizes --threads 1  # calibrate kernels.cpu.FFT_SIZES (cost per FFT voxel)
 
 For each side n the input is (1, 1, n+8, n+8, n+8) (the paper's ghost width 4). Each path is timed
 `--repeats` times, the paths interleaved round-robin so that load from other processes hits them
@@ -110,6 +111,28 @@ def bench(paths: dict, x: torch.Tensor, repeats: int, device: torch.device) -> d
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def calibrate_fft_sizes(params, spec, repeats: int, target: int = 96) -> dict:
+    """Time of the fused FFT path per N³ FFT-voxel for each candidate FFT size N, relative to N = 32.
+
+    Each N runs on a tile whose side is a multiple of its sub-tile side N − (k − 1) (about `target`), so no
+    sub-tile overlaps another and the time is all useful work: the weights of kernels.cpu.FFT_SIZES.
+    """
+    from kernels.cpu import FusedCPUKernel
+    per_voxel = {}
+    for size in (20, 24, 28, 30, 32, 36, 40, 45, 48, 64):
+        s = size - (spec.big_kernel - 1)
+        m = max(1, round(target / s))
+        x = torch.randn(1, spec.in_channels, *(s * m + 2 * spec.ghost_width,) * 3)
+        t = bench({"fft": FusedCPUKernel(params, spec, conv="fft", subtile=s)}, x, repeats,
+                  torch.device("cpu"))["fft"]
+        per_voxel[size] = t / (m**3 * size**3)
+        print(f"N={size:3d}  tile {s * m}³ ({m}³ sub-tiles of {s}³)  {t:.3f} s  "
+              f"{per_voxel[size] * 1e9:.0f} ns per FFT voxel", flush=True)
+    weights = {size: round(v / per_voxel[32], 2) for size, v in per_voxel.items()}
+    print("FFT_SIZES =", weights)
+    return weights
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -120,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--paths", nargs="*", default=None, help="subset of path names (reference always runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--fft-sizes", action="store_true",
+                    help="only calibrate the fused CPU path's FFT sub-tile sizes (kernels.cpu.FFT_SIZES)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -127,6 +152,9 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     gen = Generator()
     spec, params = gen.spec, gen.state_dict()
+    if args.fft_sizes:
+        calibrate_fft_sizes(params, spec, args.repeats)
+        return 0
     gflops = gemm_flops(device) / 1e9
     record = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "gemm_fp32_gflops": gflops, "sizes": {}}
