@@ -178,17 +178,24 @@ def tile_bytes(tx: int, ty: int, tz: int, ghost: int, working_set_factor: float)
     return int(4 * (v_in * (2 + ACTIVATION_CHANNELS * working_set_factor) + v_out))
 
 
-def fixed_bytes(plan: SlabPlan) -> int:
-    """Per-rank memory outside the tiles: runtime + the 2g ghost planes."""
-    return RUNTIME_OVERHEAD_BYTES + plan.ghost_bytes_per_rank()
+def fixed_bytes(plan: SlabPlan, kernel_bytes: int = 0) -> int:
+    """Per-rank memory outside the tiles: runtime + the 2g ghost planes + what the kernel holds whatever
+    the tile size (`kernel_bytes`: e.g. the fused CPU path's kernel spectra and per-thread buffers)."""
+    return RUNTIME_OVERHEAD_BYTES + plan.ghost_bytes_per_rank() + kernel_bytes
 
 
-def choose_tile(plan: SlabPlan, max_memory: int, working_set_factor: float) -> TileShape:
+def kernel_fixed_bytes(factory, threads: int) -> int:
+    """Tile-independent memory of a kernel path on `threads` threads (0 if the path does not say)."""
+    bounded = getattr(factory, "bounded_bytes", None)
+    return int(bounded(threads)) if bounded is not None else 0
+
+
+def choose_tile(plan: SlabPlan, max_memory: int, working_set_factor: float, kernel_bytes: int = 0) -> TileShape:
     """Tile shape that fits `max_memory` with the least padded work (ghost overhead).
 
     Tries y/z split into k = 1, 2, … near-equal parts; for each, the thickest x extent that fits.
     """
-    budget = max_memory - fixed_bytes(plan)
+    budget = max_memory - fixed_bytes(plan, kernel_bytes)
     n, g, thick = plan.grid, plan.ghost, plan.max_thickness
     best, best_work = None, math.inf
     for k in range(1, n + 1):
@@ -211,7 +218,7 @@ def choose_tile(plan: SlabPlan, max_memory: int, working_set_factor: float) -> T
         if k > 1 and side < 2 * g:  # smaller tiles only add overhead
             break
     if best is None:
-        need = fixed_bytes(plan) + tile_bytes(1, 1, 1, g, working_set_factor)
+        need = fixed_bytes(plan, kernel_bytes) + tile_bytes(1, 1, 1, g, working_set_factor)
         raise PaintError(f"--max-memory {max_memory / 2**20:.0f} MiB is too small for N={n} on "
                          f"{plan.ranks} ranks (needs at least {need / 2**20:.0f} MiB per rank)")
     return best
@@ -440,6 +447,7 @@ class _Setup:
     warnings: list[str]
     kernel_name: str
     working_set_factor: float
+    kernel_bytes: int                    # the kernel's tile-independent memory on this rank's threads
 
 
 def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | None = None) -> _Setup:
@@ -462,9 +470,10 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
     except ValueError as exc:
         raise PaintError(f"--kernels: {exc}") from None
     factor = float(getattr(factory, "working_set_factor", DEFAULT_WORKING_SET_FACTOR))
-    tile = forced_tile(plan, cfg.tile) if cfg.tile else choose_tile(plan, cfg.max_memory_bytes, factor)
+    kbytes = kernel_fixed_bytes(factory, torch.get_num_threads())
+    tile = forced_tile(plan, cfg.tile) if cfg.tile else choose_tile(plan, cfg.max_memory_bytes, factor, kbytes)
     name = getattr(factory, "name", getattr(factory, "__name__", "unknown"))
-    return _Setup(bundle, info, plan, bins, tile, warnings, str(name), factor)
+    return _Setup(bundle, info, plan, bins, tile, warnings, str(name), factor, kbytes)
 
 
 def paint(cfg: PaintConfig, comm=None) -> dict:
@@ -716,7 +725,8 @@ def dry_run(cfg: PaintConfig, comm=None) -> str:
     worst = 0.0
     for thick, members in sorted(thick_classes.items(), reverse=True):
         tiles = tiles_of_slab(thick, n, tile)
-        mem = fixed_bytes(plan) + max(tile_bytes(b - a, y1 - y0, z1 - z0, g, setup.working_set_factor)
+        mem = fixed_bytes(plan, setup.kernel_bytes) + max(tile_bytes(b - a, y1 - y0, z1 - z0, g,
+                                                                     setup.working_set_factor)
                                       for a, b, y0, y1, z0, z1 in tiles)
         padded = sum((b - a + 2 * g) * (y1 - y0 + 2 * g) * (z1 - z0 + 2 * g) for a, b, y0, y1, z0, z1 in tiles)
         est = padded * sec_per_vox * len(setup.bins)

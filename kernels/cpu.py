@@ -245,9 +245,20 @@ class FusedCPUKernel:
 
     name = "cpu"
     # Peak activation memory per (30 channels × 4 B × input voxel), for engine.paint's tile planner: the
-    # output tile is the only allocation that grows with the tile; sub-tile buffers (~80 MB) and kernel
-    # spectra (≤ 2 × 39 MB per kernel) are bounded, so this only needs to cover them on small tiles.
+    # output tile is the only allocation that grows with the tile; the sub-tile buffers and kernel spectra
+    # are bounded and stated by `bounded_bytes`.
     working_set_factor = 0.5
+
+    @staticmethod
+    def bounded_bytes(threads: int, spec: GeneratorSpec | None = None) -> int:
+        """Memory held whatever the tile size, worst case over FFT_SIZES: the kernel spectra (MAX_SPECTRA
+        shapes + one re-laid copy, 2 branches × F² complex64 per frequency) and each thread's sub-tile
+        pipeline (measured ≈ 1 kB per FFT voxel of a sub-tile batch: 150 MB at 1 thread, 243 MB at 2,
+        N = 36)."""
+        spec = spec or GeneratorSpec()
+        n = max(FFT_SIZES)
+        spectra = (MAX_SPECTRA + 1) * 2 * spec.filters**2 * 8 * n * n * (n // 2 + 1)
+        return int(spectra + max(1, threads) * 1024 * SUBTILE_BATCH * n**3)
 
     def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cpu",
                  conv: str = "fft", subtile: int | None = None, fft_dtype: torch.dtype = torch.float32,

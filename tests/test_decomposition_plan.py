@@ -99,6 +99,20 @@ def test_chosen_tile_fits_the_memory_bound(n, r, mem):
     assert choose_tile(plan, mem, 5.0) == t  # deterministic (resume relies on it)
 
 
+def test_kernel_bounded_memory_is_budgeted():
+    """The fused CPU path's tile-independent memory (spectra, per-thread buffers) comes off the budget."""
+    from kernels.cpu import FusedCPUKernel
+    plan, mem = plan_slabs(512, 2, 4), 2 << 30
+    for threads in (1, 4):
+        kb = FusedCPUKernel.bounded_bytes(threads)
+        t = choose_tile(plan, mem, FusedCPUKernel.working_set_factor, kb)
+        assert fixed_bytes(plan, kb) + tile_bytes(t.x, t.y, t.z, 4, FusedCPUKernel.working_set_factor) <= mem
+    assert FusedCPUKernel.bounded_bytes(4) > FusedCPUKernel.bounded_bytes(1) > 150 << 20   # measured 150 MB
+    with pytest.raises(PaintError, match="too small"):
+        choose_tile(plan_slabs(64, 1, 4), (512 << 20) + FusedCPUKernel.bounded_bytes(1) // 2, 0.5,
+                    FusedCPUKernel.bounded_bytes(1))
+
+
 def test_too_little_memory_is_refused():
     with pytest.raises(PaintError, match="too small"):
         choose_tile(plan_slabs(64, 1, 4), 100 << 20, 5.0)
