@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import kernels
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
 from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable
@@ -343,9 +344,11 @@ class BinTrainer:
         """Critic Wasserstein estimate, Poisson NLL and count ratio on the fixed train/val patches."""
         out = {}
         gen = self.shipped_generator()
+        # validation paints through the paint engine's kernels (the fastest correct path on this device)
+        paint = kernels.select(self.device, "auto")(gen.state_dict(), gen.spec, self.device)
         for name, (d, h) in self.eval_sets.items():
             real = self._tensor(h)
-            fake = torch.cat([gen(self._input(d[i:i + 1])) for i in range(len(d))])
+            fake = torch.cat([paint(self._input(d[i:i + 1])).to(real) for i in range(len(d))])
             if self.critic is not None:
                 out[f"w_{name}"] = (self.critic(real).mean() - self.critic(fake).mean()).item()
             out[f"nll_{name}"] = poisson_nll(fake, real).item()
