@@ -45,9 +45,9 @@ from kernels.reference import GeneratorSpec
 
 # FFT sizes N tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)), with the
 # measured time per N³ voxels of one sub-tile relative to N = 32 (whole fused forward on tiles a multiple
-# of N − 4, 2-core AMD EPYC, AVX2, one thread: `python jobs/bench/kernels.py --fft-sizes`): flat up to 36 and at 48; 40 and 45 run ~1.35× slower per voxel, 64 ~3× (its kernel
-# spectra, 210 MB, leave the cache during the mixing), so it is not offered.
-FFT_SIZES = {20: 0.97, 24: 0.96, 28: 0.99, 30: 0.98, 32: 1.0, 36: 0.98, 40: 1.33, 45: 1.38, 48: 1.02}
+# of N − 4, idle 2-core AMD EPYC, AVX2, one thread: `python jobs/bench/kernels.py --fft-sizes`): within
+# ±5 % from 20 to 48; 64 costs 1.74 (its kernel spectra, 210 MB, leave the cache) and is not offered.
+FFT_SIZES = {20: 1.03, 24: 1.02, 28: 1.04, 30: 1.04, 32: 1.0, 36: 0.99, 40: 0.97, 45: 1.07, 48: 1.05}
 # Frequencies per step of the addcmul mixing (the chunk of spectra and products stays in cache).
 MIX_CHUNK = 8192
 # Kernel spectra kept per block (one per FFT shape in use; ~26 MB each at N = 32 for the paper's net).
@@ -376,13 +376,16 @@ class FusedCPUKernel:
                 paint_group(group)
             return out
         # FFT path on several threads: one single-threaded sub-tile pipeline per thread (FFTs, mixing and
-        # small GEMMs scale far better this way than as many tiny multi-threaded ops); the first group runs
-        # alone so the kernel-spectrum caches are filled before the workers share them read-only.
+        # small GEMMs scale far better this way than as many tiny multi-threaded ops); the kernel-spectrum
+        # caches are filled first, so the workers only read them.
+        for i, block in enumerate(self.blocks):
+            if isinstance(block, _FFTBlock):
+                shape = self._fft_shape(sub, s, i)
+                block._spectrum_by_input(block.spectrum(shape), shape)
         torch.set_num_threads(1)
         try:
-            paint_group(groups[0])
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(paint_group, groups[1:]))
+                list(pool.map(paint_group, groups))
         finally:
             torch.set_num_threads(threads)
         return out
