@@ -241,6 +241,9 @@ class FusedCPUKernel:
     subtile: output side of one sub-tile (None: chosen per call among FFT-friendly sizes).
     fft_dtype: torch.float32 (default) or torch.float64 for the FFT convolutions.
     mixing: 'auto' (addcmul on one thread, matmul on several), 'addcmul' or 'matmul' (see _FFTBlock._mix).
+    Threads: the caller's `torch.get_num_threads()` = T. With the FFT path and T > 1 a call runs T
+    single-threaded sub-tile pipelines in a thread pool, setting torch's intra-op threads to 1 for its
+    duration (restored on return); the output is bit-identical to T = 1.
     """
 
     name = "cpu"
