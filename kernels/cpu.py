@@ -23,8 +23,9 @@ What it does differently from the reference (every change is exact algebra, not 
 - **Pointwise tail as one matrix chain** over the last block's output with in-place activations.
 
 Tile-friendly: a call paints one tile by looping over sub-tiles of the output (side `subtile`, chosen
-per call from a few FFT-friendly sizes); memory is O(sub-tile batch), never O(field). Threads: whatever
-torch's intra-op setting is (the caller's choice; nothing here changes it).
+per call from a few FFT-friendly sizes); memory is O(sub-tile batch × threads), never O(field). Threads:
+torch's intra-op setting T is the caller's choice; on T > 1 the FFT path paints sub-tiles in T parallel
+single-threaded pipelines (each output voxel is owned by one sub-tile, so the result is bit-identical).
 
 Accuracy: fp32 throughout; measured ‖out−ref‖/‖ref‖ = 3e-7 … 4e-6 against kernels.reference (tests
 assert ≤ 1e-5); against a float64 reference the FFT path is as close as the fp32 reference itself.
