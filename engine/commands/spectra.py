@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of angles θ in [0, π] (0 = no bispectrum)")
     p.add_argument("--bispectrum-sum-only", action="store_true",
                    help="bispectra of the field summed over mass bins only (default: also every bin)")
-    p.add_argument("--chunk-planes", type=int, default=d.chunk_planes, help="x-planes per Dask chunk")
+    p.add_argument("--chunk-planes", type=int, default=d.chunk_planes, help="x-planes per Dask chunk (default %(default)s)")
     p.add_argument("--spill-dir", default=d.spill_dir, metavar="DIR",
                    help="out-of-core FFT transpose through temporary files in DIR")
     p.add_argument("--format", dest="output_format", default=d.output_format, choices=["hdf5", "json"],
