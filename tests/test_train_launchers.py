@@ -1,8 +1,8 @@
 """`halopaint train` end to end under both launchers a user has: torchrun and mpiexec (2 ranks, gloo, CPU).
 
 The rank/world discovery and the rendezvous differ (torchrun's env:// variables vs rank 0 broadcasting a host
-and port over MPI); the training must not: both runs must write the same bundle, record two ranks, and
-resume from each other's checkpoints' format the same way.
+and port over MPI); the training must not: both runs must write the same bundle and record two ranks, and a
+checkpoint written under one launcher must resume under the other.
 """
 
 from __future__ import annotations
