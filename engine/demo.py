@@ -43,8 +43,6 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-
-
 def _halopaint_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine.cli", *args]
 

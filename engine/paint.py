@@ -184,6 +184,11 @@ def fixed_bytes(plan: SlabPlan, kernel_bytes: int = 0) -> int:
     return RUNTIME_OVERHEAD_BYTES + plan.ghost_bytes_per_rank() + kernel_bytes
 
 
+def kernel_working_set_factor(factory) -> float:
+    """A kernel path's stated activation working-set factor (DEFAULT_WORKING_SET_FACTOR if it does not say)."""
+    return float(getattr(factory, "working_set_factor", DEFAULT_WORKING_SET_FACTOR))
+
+
 def kernel_fixed_bytes(factory, threads: int) -> int:
     """Tile-independent memory of a kernel path on `threads` threads (0 if the path does not say)."""
     bounded = getattr(factory, "bounded_bytes", None)
@@ -445,9 +450,16 @@ class _Setup:
     bins: tuple[int, ...]
     tile: TileShape
     warnings: list[str]
-    kernel_name: str
-    working_set_factor: float
+    factory: object                      # kernels.select(device, --kernels): factory(params, spec, device)
     kernel_bytes: int                    # the kernel's tile-independent memory on this rank's threads
+
+    @property
+    def kernel_name(self) -> str:
+        return str(getattr(self.factory, "name", getattr(self.factory, "__name__", "unknown")))
+
+    @property
+    def working_set_factor(self) -> float:
+        return kernel_working_set_factor(self.factory)
 
 
 def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | None = None) -> _Setup:
@@ -469,11 +481,10 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
         factory = kernels.select(device, cfg.kernels)
     except ValueError as exc:
         raise PaintError(f"--kernels: {exc}") from None
-    factor = float(getattr(factory, "working_set_factor", DEFAULT_WORKING_SET_FACTOR))
     kbytes = kernel_fixed_bytes(factory, torch.get_num_threads())
-    tile = forced_tile(plan, cfg.tile) if cfg.tile else choose_tile(plan, cfg.max_memory_bytes, factor, kbytes)
-    name = getattr(factory, "name", getattr(factory, "__name__", "unknown"))
-    return _Setup(bundle, info, plan, bins, tile, warnings, str(name), factor, kbytes)
+    tile = forced_tile(plan, cfg.tile) if cfg.tile else \
+        choose_tile(plan, cfg.max_memory_bytes, kernel_working_set_factor(factory), kbytes)
+    return _Setup(bundle, info, plan, bins, tile, warnings, factory, kbytes)
 
 
 def paint(cfg: PaintConfig, comm=None) -> dict:
@@ -580,12 +591,10 @@ def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> t
 def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: PartFile, tiles: list, comm,
                 timings: dict, t_start: float) -> None:
     """Ghost exchange, then every tile not yet recorded in the part: read → normalise → kernels → write."""
-    import kernels
     rank = comm.Get_rank()
     plan, g, n = setup.plan, setup.plan.ghost, setup.plan.grid
     x0, x1 = plan.bounds(rank)
-    factory = kernels.select(device, cfg.kernels)
-    kerns = [factory(setup.bundle.generators[b], setup.bundle.spec, device) for b in setup.bins]
+    kerns = [setup.factory(setup.bundle.generators[b], setup.bundle.spec, device) for b in setup.bins]
     todo = [i for i in range(len(tiles)) if not part.done[i]]
     with FieldFile(cfg.density) as ff:
         ds = ff.h5["density"]
@@ -711,9 +720,7 @@ def dry_run(cfg: PaintConfig, comm=None) -> str:
         err = str(exc)
     agree(comm, err)
     plan, tile, g = setup.plan, setup.tile, setup.plan.ghost
-    import kernels
-    factory = kernels.select(device, cfg.kernels)
-    sec_per_vox = measure_throughput(factory, setup.bundle, device)
+    sec_per_vox = measure_throughput(setup.factory, setup.bundle, device)
     n = plan.grid
     lines = [f"plan: N={n} ({n**3 / 1e6:.1f} Mvox), R={ranks}, ghost g={g}, bins {list(setup.bins)}, "
              f"kernels {setup.kernel_name} on {device} ({threads} threads/rank here)",
