@@ -77,9 +77,8 @@ def run_paint(model: Path, density: Path, out: Path, ranks: int, threads: int, k
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         sampled = sample_rss(proc, log.with_suffix(".rss.json"))
     launcher_wall = time.perf_counter() - t0
-    res = proc
-    if res.returncode != 0:
-        raise SystemExit(f"paint failed (exit {res.returncode}); see {log}")
+    if proc.returncode != 0:
+        raise SystemExit(f"paint failed (exit {proc.returncode}); see {log}")
     with h5py.File(out, "r") as f:
         a = f.attrs
         timings = json.loads(a["timings_s"])
