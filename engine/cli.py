@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from engine.errors import HalopaintError
     try:
+        from engine.allocator import tune_malloc
+        tune_malloc()                       # freed sub-tile buffers stay mapped (engine/allocator.py)
         return int(_module(args.command).run(args) or 0)
     except (HalopaintError, ValueError) as exc:
         _fail(args.command, exc)

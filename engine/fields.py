@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -244,3 +245,17 @@ def read_info(path, require: tuple[str, ...] = ()) -> FieldInfo:
     """Validate a field file and return its FieldInfo without reading any field data."""
     with FieldFile(path, require=require) as f:
         return f.info
+
+
+def file_provenance(path: str, attrs: dict) -> dict:
+    """Provenance record of a data file: name, SHA-256 of its bytes and the identifying root attrs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    rec = {"file": os.path.basename(path), "sha256": h.hexdigest()}
+    for key in ("seed", "box_size", "command", "created", "halopaint_version"):
+        if key in attrs:
+            v = attrs[key]
+            rec[key] = v.item() if isinstance(v, np.generic) else v
+    return rec

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 import torch
 
+from engine.allocator import retained_bytes
 from engine.config import DensityRecipe, PaintConfig
 from engine.decomposition import SlabPlan, exchange_ghosts, periodic_ranges, plan_slabs
 from engine.errors import HalopaintError
@@ -481,7 +482,8 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
         factory = kernels.select(device, cfg.kernels)
     except ValueError as exc:
         raise PaintError(f"--kernels: {exc}") from None
-    kbytes = kernel_fixed_bytes(factory, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    kbytes = kernel_fixed_bytes(factory, threads) + retained_bytes(threads)
     tile = forced_tile(plan, cfg.tile) if cfg.tile else \
         choose_tile(plan, cfg.max_memory_bytes, kernel_working_set_factor(factory), kbytes)
     return _Setup(bundle, info, plan, bins, tile, warnings, factory, kbytes)

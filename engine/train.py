@@ -20,10 +20,7 @@ MODEL.losses.png (training / validation curves, paper Fig. 7).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +32,7 @@ import torch.nn.functional as F
 import kernels
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable
+from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable, file_provenance
 from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
                           atomic_torch_save)
 from engine.patches import PatchSampler, Region
@@ -109,19 +106,6 @@ class TrainingData:
     @property
     def selected_edges(self) -> list[float]:
         return [float(e) for e in self.mass_bin_edges[self.bins[0]:self.bins[-1] + 2]]
-
-
-def _file_provenance(path: str, attrs: dict) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    rec = {"file": os.path.basename(path), "sha256": h.hexdigest()}
-    for key in ("seed", "box_size", "command", "created", "halopaint_version"):
-        if key in attrs:
-            v = attrs[key]
-            rec[key] = v.item() if isinstance(v, np.generic) else v
-    return rec
 
 
 def _read_boxes(paths, bins, role: str):
@@ -205,8 +189,8 @@ def load_data(cfg: TrainConfig, ghost: int) -> TrainingData:
     except (TypeError, ValueError):
         recipe = DensityRecipe()
     provenance = {
-        "training_files": [_file_provenance(p, i.attrs) for p, i in zip(cfg.data, tinfos)],
-        "validation_files": [_file_provenance(p, i.attrs) for p, i in zip(cfg.validation, vinfos)]
+        "training_files": [file_provenance(p, i.attrs) for p, i in zip(cfg.data, tinfos)],
+        "validation_files": [file_provenance(p, i.attrs) for p, i in zip(cfg.validation, vinfos)]
         if cfg.validation else [],
         "validation": "files" if cfg.validation else
         (f"held-out last {cfg.validation_fraction:g} of the x-range of each training box"

@@ -17,6 +17,8 @@ What it does differently from the reference (every change is exact algebra, not 
   zero-padded to 5³; the conv biases enter at the zero frequency), transformed back one axis at a time
   keeping only the valid (N−k+1)³ corner. FFTs are `scipy.fft` (pocketfft) with `workers` = torch's
   thread count: measured 2–5× faster than torch.fft (MKL) on the staged inverse and with 2 threads.
+  The mixing is a numba-compiled loop nest (`_mix_compiled`: AVX2 FMAs over chunks of frequencies, five
+  inputs per accumulator pass), 1.6× faster than torch's complex `addcmul` on the mixing alone.
   ~10× fewer floating-point operations than direct convolution for the 5³ + 3³ 10→10 convs, at far
   lower efficiency than GEMM: net ~1.3–2× faster than oneDNN `conv3d` here. `conv="direct"` uses
   `conv3d` (channels_last_3d) instead.
@@ -38,6 +40,8 @@ import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
+import numpy as np
 import scipy.fft
 import torch
 import torch.nn.functional as F
@@ -51,6 +55,8 @@ from kernels.reference import GeneratorSpec
 FFT_SIZES = {20: 1.03, 24: 1.02, 28: 1.04, 30: 1.04, 32: 1.0, 36: 0.99, 40: 0.97, 45: 1.07, 48: 1.05}
 # Frequencies per step of the addcmul mixing (the chunk of spectra and products stays in cache).
 MIX_CHUNK = 8192
+# Frequencies per step of the compiled mixing: 5 inputs' spectra + products (~25 kB) stay in L1/L2.
+NUMBA_MIX_CHUNK = 512
 # Kernel spectra kept per block (one per FFT shape in use; ~26 MB each at N = 32 for the paper's net).
 MAX_SPECTRA = 2
 # Sub-tiles transformed together: more amortises reading the kernel spectra while mixing, fewer keeps
@@ -70,6 +76,69 @@ def _pointwise(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tenso
     for i in range(x.shape[0]):
         torch.addmm(bias, w, x[i], out=out[i])
     return out
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, boundscheck=False)
+def _cmac5(ar, ai, a0, b0, x0, a1, b1, x1, a2, b2, x2, a3, b3, x3, a4, b4, x4):
+    """(ar + i·ai) += Σ_j (a_j + i·b_j)·x_j over 5 inputs, x_j interleaved complex (re, im, re, …)."""
+    for q in range(ar.shape[0]):
+        r = ar[q]
+        m = ai[q]
+        xr = x0[2 * q]; xi = x0[2 * q + 1]; r += a0[q] * xr - b0[q] * xi; m += a0[q] * xi + b0[q] * xr  # noqa: E702
+        xr = x1[2 * q]; xi = x1[2 * q + 1]; r += a1[q] * xr - b1[q] * xi; m += a1[q] * xi + b1[q] * xr  # noqa: E702
+        xr = x2[2 * q]; xi = x2[2 * q + 1]; r += a2[q] * xr - b2[q] * xi; m += a2[q] * xi + b2[q] * xr  # noqa: E702
+        xr = x3[2 * q]; xi = x3[2 * q + 1]; r += a3[q] * xr - b3[q] * xi; m += a3[q] * xi + b3[q] * xr  # noqa: E702
+        xr = x4[2 * q]; xi = x4[2 * q + 1]; r += a4[q] * xr - b4[q] * xi; m += a4[q] * xi + b4[q] * xr  # noqa: E702
+        ar[q] = r
+        ai[q] = m
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, boundscheck=False)
+def _cmac1(ar, ai, a0, b0, x0):
+    for q in range(ar.shape[0]):
+        xr = x0[2 * q]
+        xi = x0[2 * q + 1]
+        ar[q] += a0[q] * xr - b0[q] * xi
+        ai[q] += a0[q] * xi + b0[q] * xr
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True, boundscheck=False)
+def _mix_compiled(x, s_re, s_im, y, chunk):
+    """Per-frequency complex mixing y[b, r, o] = Σ_i S[r, o, i] · x[b, r, i], r = branch.
+
+    x, y: (nb, R, F, 2·Fq) float32, interleaved complex; s_re, s_im: (R, F, F, Fq) float32 (planar).
+    Frequencies in chunks of `chunk`; inputs 5 at a time (fewer accumulator passes); the sub-tiles of the
+    batch share each spectrum slice while it is in cache. Numba compiles the inner loops to AVX2 FMAs.
+    """
+    nb, nbr, f, _ = x.shape
+    fq = s_re.shape[3]
+    acc = np.empty((nb, 2, chunk), np.float32)
+    for c0 in range(0, fq, chunk):
+        c1 = min(c0 + chunk, fq)
+        n = c1 - c0
+        for r in range(nbr):
+            for o in range(f):
+                acc[:, :, :n] = 0.0
+                i = 0
+                while i + 5 <= f:
+                    for b in range(nb):
+                        _cmac5(acc[b, 0, :n], acc[b, 1, :n],
+                               s_re[r, o, i, c0:c1], s_im[r, o, i, c0:c1], x[b, r, i, 2 * c0:2 * c1],
+                               s_re[r, o, i + 1, c0:c1], s_im[r, o, i + 1, c0:c1], x[b, r, i + 1, 2 * c0:2 * c1],
+                               s_re[r, o, i + 2, c0:c1], s_im[r, o, i + 2, c0:c1], x[b, r, i + 2, 2 * c0:2 * c1],
+                               s_re[r, o, i + 3, c0:c1], s_im[r, o, i + 3, c0:c1], x[b, r, i + 3, 2 * c0:2 * c1],
+                               s_re[r, o, i + 4, c0:c1], s_im[r, o, i + 4, c0:c1], x[b, r, i + 4, 2 * c0:2 * c1])
+                    i += 5
+                while i < f:
+                    for b in range(nb):
+                        _cmac1(acc[b, 0, :n], acc[b, 1, :n],
+                               s_re[r, o, i, c0:c1], s_im[r, o, i, c0:c1], x[b, r, i, 2 * c0:2 * c1])
+                    i += 1
+                for b in range(nb):
+                    yo = y[b, r, o, 2 * c0:2 * c1]
+                    for q in range(n):
+                        yo[2 * q] = acc[b, 0, q]
+                        yo[2 * q + 1] = acc[b, 1, q]
 
 
 class _FoldedBlock:
@@ -148,7 +217,7 @@ class _FFTBlock:
         self._kernels = torch.stack([self.a_w, wb]).flip(-3, -2, -1)                # (2, F, F, k, k, k)
         self._bias = torch.cat([self.a_b, self.b_b])
         self._spectra: dict[tuple[int, int, int], torch.Tensor] = {}
-        self._by_input: tuple = (None, None)
+        self._relaid_cache: tuple = (None, None)
         self.mixing = mixing
         self.a_w_cl = self.a_w.contiguous(memory_format=torch.channels_last_3d)
         self.b_w_cl = self.b_w.contiguous(memory_format=torch.channels_last_3d)
@@ -163,22 +232,39 @@ class _FFTBlock:
             self._spectra[shape] = spec.flatten(3).permute(0, 3, 1, 2).contiguous()   # (2, Fq, Fo, Fi)
         return self._spectra[shape]
 
-    def _mix(self, xf: torch.Tensor, spec: torch.Tensor, shape) -> torch.Tensor:
+    def mixing_for(self, threads: int) -> str:
+        """The mixing a call with `threads` torch threads uses ('auto' resolved)."""
+        if self.mixing != "auto":
+            return self.mixing
+        if threads > 1:
+            return "matmul"
+        return "compiled" if self.fft_dtype == torch.float32 else "addcmul"
+
+    def prepare(self, shape: tuple[int, int, int], threads: int) -> None:
+        """Fill the spectrum caches for FFT size `shape` (before several threads read them)."""
+        self._relaid(self.mixing_for(threads), shape)
+
+    def _mix(self, xf: torch.Tensor, shape) -> torch.Tensor:
         """Per-frequency F×F complex mixing of both branches: xf (nb, 2, F_in, Fq) → (nb, 2, F_out, Fq).
 
-        'addcmul': F multiply-adds per frequency chunk that stays in cache (fastest on one thread);
+        'compiled' (default on one thread, float32): the numba loops of `_mix_compiled`, AVX2 FMAs over
+        chunks of frequencies, each spectrum slice read once per sub-tile batch (measured 1.6× faster
+        than 'addcmul' on the mixing alone);
+        'addcmul': F torch multiply-adds per frequency chunk that stays in cache;
         'matmul': one batched matmul + two layout copies — few, large ops, which matters with several
         threads, where every torch op is an OpenMP region that stalls when the cores are oversubscribed.
         """
-        mixing = self.mixing
-        if mixing == "auto":
-            mixing = "addcmul" if torch.get_num_threads() == 1 else "matmul"
+        mixing = self.mixing_for(torch.get_num_threads())
         nb, _, f, fq = xf.shape
+        sp = self._relaid(mixing, shape)
         if mixing == "matmul":
-            y = torch.matmul(spec, xf.permute(1, 3, 2, 0))                 # (2, Fq, F_out, nb)
+            y = torch.matmul(sp, xf.permute(1, 3, 2, 0))                   # (2, Fq, F_out, nb)
             return y.permute(3, 0, 2, 1).contiguous()
         y = torch.empty(nb, 2, f, fq, dtype=xf.dtype)
-        sp = self._spectrum_by_input(spec, shape)                            # (F_in, 2, F_out, Fq)
+        if mixing == "compiled":
+            x = xf.contiguous().view(torch.float32).numpy()                 # (nb, 2, F, 2·Fq) interleaved
+            _mix_compiled(x, sp[0], sp[1], y.view(torch.float32).numpy(), NUMBA_MIX_CHUNK)
+            return y
         for c0 in range(0, fq, MIX_CHUNK):
             yc, xc, sc = y[..., c0:c0 + MIX_CHUNK], xf[..., c0:c0 + MIX_CHUNK], sp[..., c0:c0 + MIX_CHUNK]
             torch.mul(sc[0], xc[:, :, 0:1], out=yc)
@@ -186,21 +272,33 @@ class _FFTBlock:
                 yc.addcmul_(sc[i], xc[:, :, i:i + 1])
         return y
 
-    def _spectrum_by_input(self, spec: torch.Tensor, shape) -> torch.Tensor:
-        """The same spectra laid out (F_in, 2, F_out, Fq) for the addcmul mixing (last shape cached)."""
-        if self._by_input[0] != shape:
-            self._by_input = (shape, spec.permute(3, 0, 2, 1).contiguous())
-        return self._by_input[1]
+    def _relaid(self, mixing: str, shape):
+        """The kernel spectra for `shape` in the layout `mixing` reads; one re-laid copy is cached (the last
+        shape and mixing asked for), so memory stays at MAX_SPECTRA spectra + 1 copy.
+
+        matmul: (2, Fq, F_out, F_in) complex (the cached spectrum itself); addcmul: (F_in, 2, F_out, Fq)
+        complex; compiled: (re, im), each (2, F_out, F_in, Fq) float32 numpy.
+        """
+        spec = self.spectrum(shape)
+        if mixing == "matmul":
+            return spec
+        if self._relaid_cache[0] != (mixing, shape):
+            if mixing == "compiled":
+                s = spec.permute(0, 2, 3, 1)                                # (2, F_out, F_in, Fq)
+                lay = (s.real.contiguous().numpy(), s.imag.contiguous().numpy())
+            else:
+                lay = spec.permute(3, 0, 2, 1).contiguous()
+            self._relaid_cache = ((mixing, shape), lay)
+        return self._relaid_cache[1]
 
     def _conv_fft(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
         """r (nb, 2F, d, h, w) reduced fields → (nb, 2F, *out_shape) valid k³ correlations."""
         nb, f, k = r.shape[0], self.f, self.k
-        spec = self.spectrum(fft_shape)
         workers = torch.get_num_threads()               # the caller's thread setting, nothing more
         rf = torch.from_numpy(scipy.fft.rfftn(r.to(self.fft_dtype).numpy(), s=fft_shape, axes=(-3, -2, -1),
                                               workers=workers))
         fshape = rf.shape[-3:]
-        y = self._mix(rf.view(nb, 2, f, -1), spec, fft_shape).view(nb, 2 * f, *fshape)
+        y = self._mix(rf.view(nb, 2, f, -1), fft_shape).view(nb, 2 * f, *fshape)
         # conv biases: a constant b in space is b·N³ at the zero frequency
         y[:, :, 0, 0, 0] += self._bias.to(y.dtype) * math.prod(fft_shape)
         # Inverse one axis at a time, keeping only the valid corner after each (less work than irfftn).
@@ -241,7 +339,7 @@ class FusedCPUKernel:
     conv: 'fft' (default) or 'direct' for the unfolded blocks' spatial convolutions.
     subtile: output side of one sub-tile (None: chosen per call among FFT-friendly sizes).
     fft_dtype: torch.float32 (default) or torch.float64 for the FFT convolutions.
-    mixing: 'auto' (addcmul on one thread, matmul on several), 'addcmul' or 'matmul' (see _FFTBlock._mix).
+    mixing: 'auto' (compiled on one thread, matmul on several), 'compiled', 'addcmul' or 'matmul' (see _FFTBlock._mix).
     Threads: the caller's `torch.get_num_threads()` = T. With the FFT path and T > 1 a call runs T
     single-threaded sub-tile pipelines in a thread pool, setting torch's intra-op threads to 1 for its
     duration (restored on return); the output is bit-identical to T = 1.
@@ -273,8 +371,10 @@ class FusedCPUKernel:
             raise ValueError(f"FusedCPUKernel runs on the CPU, not {self.device}")
         if conv not in ("fft", "direct"):
             raise ValueError(f"conv must be 'fft' or 'direct', not {conv!r}")
-        if mixing not in ("auto", "addcmul", "matmul"):
-            raise ValueError(f"mixing must be 'auto', 'addcmul' or 'matmul', not {mixing!r}")
+        if mixing not in ("auto", "compiled", "addcmul", "matmul"):
+            raise ValueError(f"mixing must be 'auto', 'compiled', 'addcmul' or 'matmul', not {mixing!r}")
+        if mixing == "compiled" and fft_dtype != torch.float32:
+            raise ValueError("mixing='compiled' computes in float32; use 'addcmul' or 'matmul' with float64")
         if subtile is not None and subtile < 1:
             raise ValueError("subtile must be ≥ 1")
         self.spec, self.conv, self.subtile = spec, conv, subtile
@@ -384,8 +484,7 @@ class FusedCPUKernel:
         # caches are filled first, so the workers only read them.
         for i, block in enumerate(self.blocks):
             if isinstance(block, _FFTBlock):
-                shape = self._fft_shape(sub, s, i)
-                block._spectrum_by_input(block.spectrum(shape), shape)
+                block.prepare(self._fft_shape(sub, s, i), threads=1)
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(threads) as pool:

@@ -35,7 +35,8 @@ def spread():
     return spread_params(seed=11)
 
 
-@pytest.mark.parametrize("conv,mixing", [("fft", "addcmul"), ("fft", "matmul"), ("direct", "auto")])
+@pytest.mark.parametrize("conv,mixing", [("fft", "compiled"), ("fft", "addcmul"), ("fft", "matmul"),
+                                         ("direct", "auto")])
 @pytest.mark.parametrize("n,batch", [(25, 1), (17, 2), (50, 1), (9, 1), (1, 1)])
 def test_fused_matches_reference(spread, conv, mixing, n, batch):
     params, spec = spread
@@ -63,7 +64,7 @@ def test_multi_subtile_and_non_cubic(spread):
     params, spec = spread
     x = random_input(1, (30, 19, 37), seed=7)          # output 22 × 11 × 29
     ref = ReferenceKernel(params, spec)(x)
-    for subtile, mixing in ((12, "addcmul"), (28, "matmul"), (28, "addcmul")):
+    for subtile, mixing in ((12, "compiled"), (12, "addcmul"), (28, "matmul"), (28, "compiled")):
         assert rel_err(FusedCPUKernel(params, spec, subtile=subtile, mixing=mixing)(x), ref) <= TOL
     assert rel_err(FusedCPUKernel(params, spec, conv="direct", subtile=10)(x), ref) <= TOL
 
@@ -138,6 +139,8 @@ def test_bad_input_raises(spread):
         FusedCPUKernel(params, spec, conv="winograd")
     with pytest.raises(ValueError):
         FusedCPUKernel(params, spec, mixing="einsum")
+    with pytest.raises(ValueError):
+        FusedCPUKernel(params, spec, mixing="compiled", fft_dtype=torch.float64)
 
 
 def test_dispatch_on_cpu(spread):

@@ -4,6 +4,7 @@
     python jobs/bench/kernels.py --device cuda            # GPU: cuDNN eager, torch.compile, triton fp32/tf32/bf16
     python jobs/bench/kernels.py --sizes 64 128 --threads 2 --json out.json
     python jobs/bench/kernels.py --fft-sizes --threads 1  # calibrate kernels.cpu.FFT_SIZES (cost per FFT voxel)
+    python jobs/bench/kernels.py --glibc-defaults         # malloc at glibc's defaults (else as halopaint runs)
 
 For each side n the input is (1, 1, n+8, n+8, n+8) (the paper's ghost width 4). Each path is timed
 `--repeats` times, the paths interleaved round-robin so that load from other processes hits them
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.allocator import tune_malloc  # noqa: E402
 from engine.model import Generator  # noqa: E402
 from kernels.reference import GeneratorSpec, ReferenceKernel  # noqa: E402
 
@@ -76,6 +78,8 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None) -> 
     if device.type == "cpu":
         from kernels.cpu import FusedCPUKernel
         paths["cpu-fft"] = FusedCPUKernel(params, spec, device, conv="fft")
+        # the same with torch's complex addcmul for the per-frequency mixing instead of the numba loops
+        paths["cpu-fft-addcmul"] = FusedCPUKernel(params, spec, device, conv="fft", mixing="addcmul")
         paths["cpu-direct"] = FusedCPUKernel(params, spec, device, conv="direct")
     else:
         gen = Generator(spec).to(device).eval()
@@ -145,7 +149,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--fft-sizes", action="store_true",
                     help="only calibrate the fused CPU path's FFT sub-tile sizes (kernels.cpu.FFT_SIZES)")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc malloc at its defaults instead of the engine's setting (engine/allocator.py)")
     args = ap.parse_args(argv)
+    tuned = False if args.glibc_defaults else tune_malloc()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,7 +168,9 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
         record["gemm_bf16_gflops"] = gemm_flops(device, torch.bfloat16) / 1e9
-    print(f"# device {device}  threads {record['threads']}  torch.mm fp32 {gflops:.0f} GFLOP/s")
+    record["malloc"] = "engine (engine/allocator.py)" if tuned else "glibc defaults"
+    print(f"# device {device}  threads {record['threads']}  torch.mm fp32 {gflops:.0f} GFLOP/s  "
+          f"malloc: {record['malloc']}")
     paths = build_paths(params, spec, device, args.paths)
     with torch.no_grad():
         for n in args.sizes:
