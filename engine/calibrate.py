@@ -18,6 +18,7 @@ import numpy as np
 from engine.errors import HalopaintError
 from engine.fields import FieldFile, file_provenance
 from engine.model import ModelBundle
+from engine.paint import paint_whole_box
 
 OUTPUT_LAYER = "out"  # name of the generator's last conv (followed by ReLU) in its state_dict
 
@@ -32,8 +33,9 @@ def file_bins_for(bundle: ModelBundle, file_edges: np.ndarray, path: str) -> lis
     for start in range(len(file_edges) - len(edges) + 1):
         if np.allclose(file_edges[start:start + len(edges)], edges, rtol=1e-6):
             return list(range(start, start + bundle.n_bins))
-    raise CalibrationError(f"{path}: its mass bins {np.round(file_edges, 3).tolist()} do not contain the "
-                           f"bundle's {np.round(edges, 3).tolist()}")
+    fmt = lambda e: "[" + ", ".join(f"{x:.3g}" for x in e) + "]"  # noqa: E731
+    raise CalibrationError(f"{path}: its mass-bin edges {fmt(file_edges)} M☉/h do not contain the bundle's "
+                           f"{fmt(edges)}")
 
 
 def measure_mean_counts(bundle: ModelBundle, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +43,6 @@ def measure_mean_counts(bundle: ModelBundle, paths: list[str]) -> tuple[np.ndarr
 
     Returns (true, painted): (n_bins,) float64 mean halo counts per voxel over all boxes.
     """
-    from engine.paint import paint_whole_box
-
     if not paths:
         raise CalibrationError("no calibration data given (--data FILE.h5 …)")
     true = np.zeros(bundle.n_bins)
