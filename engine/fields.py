@@ -247,13 +247,18 @@ def read_info(path, require: tuple[str, ...] = ()) -> FieldInfo:
         return f.info
 
 
-def file_provenance(path: str, attrs: dict) -> dict:
-    """Provenance record of a data file: name, SHA-256 of its bytes and the identifying root attrs."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, as hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    rec = {"file": os.path.basename(path), "sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def file_provenance(path: str, attrs: dict) -> dict:
+    """Provenance record of a data file: name, SHA-256 of its bytes and the identifying root attrs."""
+    rec = {"file": os.path.basename(path), "sha256": file_sha256(path)}
     for key in ("seed", "box_size", "command", "created", "halopaint_version"):
         if key in attrs:
             v = attrs[key]

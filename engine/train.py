@@ -32,9 +32,9 @@ import torch.nn.functional as F
 import kernels
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable, file_provenance
+from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable, file_provenance, file_sha256
 from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
-                          atomic_torch_save)
+                          atomic_torch_save, resolve_model_path)
 from engine.patches import PatchSampler, Region
 
 CHECKPOINT_FORMAT = "halopaint-train-checkpoint"
@@ -387,6 +387,8 @@ class Trainer:
         self.history: list[dict] = []     # earlier invocations (resumed runs): command, steps, data
         self.segment_start = 0
         self.command = ""
+        # what --init warm-started the weights from (kept across resumes: "default" may change meanwhile)
+        self.init_record: dict | None = None
 
     def segments(self) -> list[dict]:
         """Every invocation that contributed to the current weights, this one last."""
@@ -405,9 +407,10 @@ class Trainer:
 
     def bundle(self, command: str, extra: dict | None = None) -> ModelBundle:
         d = self.data
+        init = {"init": self.init_record} if self.init_record else {}
         training = {"command": command, "commands": self.segments(), "steps": self.step, "config": _config_dict(self.cfg),
                     "world_size": self.sync.world_size * len(self.streams), "bins": list(d.bins),
-                    **d.provenance, **(extra or {})}
+                    **d.provenance, **init, **(extra or {})}
         meta = BundleMetadata(mass_bin_edges=d.selected_edges, voxel_size=d.voxel_size, redshift=d.redshift,
                               cosmology=d.cosmology, density_recipe=d.density_recipe,
                               input_normalisation=self.norm, training=training)
@@ -427,7 +430,7 @@ class Trainer:
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": self.step,
                 "n_streams": len(rng), "config": json.dumps(_config_dict(self.cfg), sort_keys=True),
                 "bins": list(self.data.bins), "per_bin": [bt.state() for bt in self.bins], "rng": rng,
-                "history": json.dumps(self.segments())}
+                "history": json.dumps(self.segments()), "init": json.dumps(self.init_record)}
 
     def restore(self, payload: dict, path: str) -> None:
         n_streams = self.sync.world_size * len(self.streams)
@@ -451,6 +454,7 @@ class Trainer:
                 bt.streams[k].set_state(json.loads(text))
         self.step = int(payload["step"])
         self.history = json.loads(payload.get("history", "[]"))
+        self.init_record = json.loads(payload.get("init", "null"))   # absent in older checkpoints: unknown
         self.segment_start = self.step
 
 
@@ -467,6 +471,13 @@ def _config_dict(cfg: TrainConfig) -> dict:
     d["data"], d["validation"] = list(cfg.data), list(cfg.validation)
     d["mass_bins"] = None if cfg.mass_bins is None else list(cfg.mass_bins)
     return d
+
+
+def init_provenance(model: str, bundle: ModelBundle) -> dict:
+    """What `--init MODEL` warm-started from: the name given, the file's SHA-256 and its training metadata."""
+    path = resolve_model_path(model)
+    return {"model": str(model), "file": path.name, "sha256": file_sha256(path),
+            "training": bundle.metadata.training}
 
 
 def _init_states(bundle: ModelBundle, data: TrainingData) -> list[dict]:
@@ -602,6 +613,8 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> dict:
         sync = GradientSync(distributed)
         trainer = Trainer(cfg, data, [info.rank], device, sync, init_bundle)
         trainer.command = command
+        if init_bundle is not None:
+            trainer.init_record = init_provenance(cfg.init_model, init_bundle)
         is_root = info.rank == 0
         if cfg.resume and paths.checkpoint.exists():
             trainer.restore(load_checkpoint(paths.checkpoint), str(paths.checkpoint))

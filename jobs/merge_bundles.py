@@ -4,9 +4,10 @@
     python jobs/merge_bundles.py --out MODEL.pt PART0.pt PART1.pt … [--init-of PARTS_INIT.pt] [--summary TEXT]
 
 Parts in mass order (part i's last edge = part i+1's first). The merged bundle's metadata.training holds
-every part's own training metadata (commands, steps, data files with SHA-256) under "parts"; with
-`--init-of M` also M's training metadata under "init" — for parts warm-started with `--init M`, so the
-whole history of the weights stays in the file. Written atomically; the result is loaded back and checked.
+every part's own training metadata (commands, steps, data files with SHA-256, and the `--init` bundle's
+record) under "parts"; with `--init-of M` also M's training metadata under "init" — for parts written before
+`halopaint train` recorded `--init` itself, so the whole history of the weights stays in the file.
+Written atomically; the result is loaded back and checked.
 """
 
 from __future__ import annotations

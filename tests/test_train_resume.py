@@ -58,6 +58,24 @@ def test_interrupted_and_resumed_equals_straight(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_init_provenance_is_recorded_and_survives_a_resume(tmp_path):
+    from engine.fields import file_sha256
+    base = dict(adversarial_weight=0.0, supervised_weight=1.0, steps=1)
+    train(_cfg(tmp_path, "init.pt", **base), command="make init", progress=False)
+    init_path = tmp_path / "init.pt"
+    sha, init_training = file_sha256(init_path), ModelBundle.load(init_path).metadata.training
+    train(_cfg(tmp_path, "warm.pt", init_model=str(init_path), **base), command="warm", progress=False)
+    # the init file changes before the resume (as 'default' does between releases): the record must not
+    train(_cfg(tmp_path, "init.pt", **{**base, "steps": 2}, resume=True), command="make init", progress=False)
+    assert file_sha256(init_path) != sha
+    train(_cfg(tmp_path, "warm.pt", init_model=str(init_path), resume=True, **{**base, "steps": 2}),
+          command="warm", progress=False)
+    rec = ModelBundle.load(tmp_path / "warm.pt").metadata.training["init"]
+    assert rec["sha256"] == sha and rec["file"] == "init.pt" and rec["model"] == str(init_path)
+    assert rec["training"] == init_training and rec["training"]["command"] == "make init"
+    assert "init" not in ModelBundle.load(init_path).metadata.training
+
+
 def test_resume_refuses_a_different_setup(tmp_path):
     import pytest
 
