@@ -5,8 +5,9 @@
 
 Parts in mass order (part i's last edge = part i+1's first). The merged bundle's metadata.training holds
 every part's own training metadata (commands, steps, data files with SHA-256, and the `--init` bundle's
-record) under "parts"; with `--init-of M` also M's training metadata under "init" — for parts written before
-`halopaint train` recorded `--init` itself, so the whole history of the weights stays in the file.
+record) under "parts"; with `--init-of M` also M's record under "init" (as `halopaint train --init` writes it:
+name, SHA-256, training metadata) — for parts written before `halopaint train` recorded `--init` itself, so
+the whole history of the weights stays in the file.
 Written atomically; the result is loaded back and checked.
 """
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.errors import HalopaintError  # noqa: E402
 from engine.model import ModelBundle, merge_bundles  # noqa: E402
+from engine.train import init_provenance  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
         if args.summary:
             extra["summary"] = args.summary
         if args.init_of:
-            extra["init"] = {"model": str(args.init_of), **ModelBundle.load(args.init_of).metadata.training}
+            extra["init"] = init_provenance(args.init_of, ModelBundle.load(args.init_of))
         merged = merge_bundles([ModelBundle.load(p) for p in args.parts], extra)
         merged.save(args.out)
         back = ModelBundle.load(args.out)

@@ -122,6 +122,14 @@ def test_merge_adjacent_bundles_in_mass_order(tmp_path):
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert merged.metadata.training["parts"] == [{"bins": [0, 1]}, {"bins": [1, 4]}]
     assert merged.metadata.training["summary"] == "test"
+    # --init-of records the warm-start bundle as `halopaint train --init` does: name, SHA-256, its training
+    from engine.fields import file_sha256
+    res = subprocess.run([sys.executable, script, "--out", str(out), *map(str, paths), "--init-of", str(paths[0])],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    init = ModelBundle.load(out).metadata.training["init"]
+    assert init == {"model": str(paths[0]), "file": "lo.pt", "sha256": file_sha256(paths[0]),
+                    "training": {"bins": [0, 1]}}
     # out of order or a different voxel size: one clear error, nothing written
     bad = tmp_path / "bad.pt"
     res = subprocess.run([sys.executable, script, "--out", str(bad), str(paths[1]), str(paths[0])],
