@@ -76,3 +76,50 @@ def test_gpu_matches_reference(precision):
     for n, batch, tile in ((25, 1, (4, 4, 8)), (50, 2, (4, 4, 8)), (17, 1, (8, 8, 8))):
         r = run_case(n, batch, tile, precision, "cuda", seed=n)
         assert r["shape_ok"] and r["rel_err"] <= r["tolerance"], r
+
+
+def test_launch_plan_matches_spec():
+    from kernels.reference import GeneratorSpec
+    from kernels.triton.kernel import PRECISIONS, launch_plan
+    spec = GeneratorSpec()
+    plan = launch_plan(spec, "tf32")
+    assert [launch.name for launch in plan] == ["block0", "block1", "tail"]
+    assert plan[0].constexprs["CIN"] == 1 and plan[0].constexprs["CP"] == 16
+    assert plan[1].constexprs["CIN"] == 30 and plan[1].constexprs["CP"] == 32
+    assert plan[-1].constexprs["P"] == 32 and plan[-1].constexprs["L"] == 5
+    assert all(launch.constexprs["PRECISION"] == PRECISIONS["tf32"] for launch in plan)
+    # the interpreter's bf16 tl.dot is wrong: bf16 runs as fp32 products there
+    assert all(launch.constexprs["PRECISION"] == 0 for launch in launch_plan(spec, "bf16", interpret=True))
+    with pytest.raises(ValueError, match="tile"):
+        launch_plan(spec, tile=(4, 4, 6))
+    with pytest.raises(ValueError, match="precision"):
+        launch_plan(spec, "fp16")
+
+
+def run_aot(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, "-m", "kernels.triton.aot", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a100_and_h100_without_spills(tmp_path):
+    """No GPU needed: every launch of the forward (both blocks, tail) at every precision goes through the
+    real Triton compiler and ptxas for sm_80 and sm_90; none may spill registers or exceed the
+    architecture's shared-memory and register limits; tf32/bf16 products run on tensor cores (mma.sync on
+    sm_80, wgmma on sm_90), IEEE fp32 products on FMA units."""
+    out = tmp_path / "aot.json"
+    proc = run_aot("--arch", "80", "90", "--precision", "fp32", "tf32", "bf16", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = json.loads(out.read_text())["reports"]
+    assert len(reports) == 2 * 3 * 3
+    for r in reports:
+        assert r["ok"] and r["spill_stores"] == 0 and r["spill_loads"] == 0, r
+        assert 0 < r["registers"] <= 255 and r["warps_per_sm"] >= 8, r
+        assert (r["mma_instructions"] > 0) == (r["precision"] != "fp32"), r
+
+
+def test_aot_refuses_unknown_architecture():
+    proc = run_aot("--arch", "75")
+    assert proc.returncode == 2
+    assert "unknown architecture sm_75" in proc.stderr

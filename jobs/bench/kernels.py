@@ -2,6 +2,7 @@
 
     python jobs/bench/kernels.py                          # CPU: reference, fused cpu (fft, direct)
     python jobs/bench/kernels.py --device cuda            # GPU: cuDNN eager, torch.compile, triton fp32/tf32/bf16
+    python jobs/bench/kernels.py --device cuda --sizes 128 256 --triton-configs 4x4x8:4 8x4x8:8 4x8x8:8
     python jobs/bench/kernels.py --sizes 64 128 --threads 2 --json out.json
     python jobs/bench/kernels.py --fft-sizes --threads 1  # calibrate kernels.cpu.FFT_SIZES (cost per FFT voxel)
     python jobs/bench/kernels.py --glibc-defaults         # malloc at glibc's defaults (else as halopaint runs)
@@ -72,8 +73,9 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def build_paths(params, spec, device: torch.device, names: list[str] | None) -> dict:
-    """name → callable(x), reference first."""
+def build_paths(params, spec, device: torch.device, names: list[str] | None,
+                triton_configs: list[str] = ()) -> dict:
+    """name → callable(x), reference first. triton_configs: extra "TZxTYxTX:WARPS" launch configurations."""
     paths = {"reference": ReferenceKernel(params, spec, device)}
     if device.type == "cpu":
         from kernels.cpu import FusedCPUKernel
@@ -95,6 +97,11 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None) -> 
         if ktriton.AVAILABLE:
             for prec in ("fp32", "tf32", "bf16"):
                 paths[f"triton-{prec}"] = ktriton.TritonKernel(params, spec, device, precision=prec)
+                for cfg in triton_configs:                 # launch-configuration candidates, "TZxTYxTX:WARPS"
+                    tile, warps = cfg.split(":")
+                    paths[f"triton-{prec}-{tile}w{warps}"] = ktriton.TritonKernel(
+                        params, spec, device, precision=prec, tile=tuple(int(t) for t in tile.split("x")),
+                        num_warps=int(warps))
     if names:
         paths = {k: v for k, v in paths.items() if k == "reference" or k in names}
     return paths
@@ -145,6 +152,8 @@ def main(argv=None) -> int:
                     help="timed repeats per path and size (median); sides > 128 are timed once")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     ap.add_argument("--paths", nargs="*", default=None, help="subset of path names (reference always runs)")
+    ap.add_argument("--triton-configs", nargs="*", default=[], metavar="TZxTYxTX:WARPS",
+                    help="also time the Triton paths at these tiles and block-kernel warps (GPU), e.g. 4x4x8:4 8x4x8:8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--fft-sizes", action="store_true",
@@ -171,7 +180,7 @@ def main(argv=None) -> int:
     record["malloc"] = "engine (engine/allocator.py)" if tuned else "glibc defaults"
     print(f"# device {device}  threads {record['threads']}  torch.mm fp32 {gflops:.0f} GFLOP/s  "
           f"malloc: {record['malloc']}")
-    paths = build_paths(params, spec, device, args.paths)
+    paths = build_paths(params, spec, device, args.paths, args.triton_configs)
     with torch.no_grad():
         for n in args.sizes:
             side = n + 2 * spec.ghost_width

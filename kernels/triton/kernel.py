@@ -12,6 +12,8 @@ Padded rows/columns are zero, so padded channels stay exactly zero through every
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kernels.reference import GeneratorSpec
@@ -20,12 +22,71 @@ PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 # ‖out − ref‖/‖ref‖ each precision is tested to (fp32 exact products; tf32/bf16 rounded operands)
 TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 
+# Launch configuration on a GPU, chosen without a GPU from the compiled code (`python -m kernels.triton.aot`:
+# ptxas resource usage for sm_80 and sm_90, every precision). The first configuration (4 warps, 128-voxel
+# halo chunks, 4-warp tail) needed 255 registers and spilled 128–184 B per thread in the fp32 kernel of
+# block 2 (sm_90, sm_80) and 568 B in the fp32 tail (sm_90); with 8 warps, 32-voxel halo chunks and an
+# 8-warp tail every launch compiles without spills at ≤ 150 registers, 8–16 resident warps per SM in the
+# block kernels. Not yet tuned by timing: `jobs/bench/kernels.py --device cuda --triton-configs …`.
+GPU_TILE = (4, 4, 8)          # output voxels per program iteration (z, y, x)
+GPU_BLOCK_H = 32              # halo voxels per reduction step
+GPU_BLOCK_WARPS = 8
+GPU_TAIL_BLOCK_V = 128        # voxels per tail program
+GPU_TAIL_WARPS = 8
+# In the interpreter (CPU tensors, tests): few, large steps — each op is a numpy call.
+INTERPRET_TILE = (8, 8, 8)
+INTERPRET_BLOCK_H = 512
+INTERPRET_TAIL_BLOCK_V = 4096
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of a TritonKernel forward: the `_jit` function, its compile-time constants and
+    warps. The same objects drive the launches and the ahead-of-time compile check (kernels.triton.aot)."""
+
+    name: str             # "block0", "block1", …, "tail"
+    kernel: str           # function name in kernels.triton._jit
+    constexprs: dict
+    num_warps: int
+
 
 def _pad_pow2(n: int, least: int = 16) -> int:
     p = least
     while p < n:
         p *= 2
     return p
+
+
+def launch_plan(spec: GeneratorSpec, precision: str = "fp32", tile: tuple[int, int, int] | None = None,
+                interpret: bool = False, num_warps: int | None = None) -> list[Launch]:
+    """The launches of one forward: one block kernel per Inception block, then the tail kernel.
+
+    precision: key of PRECISIONS (in the interpreter bf16 products run in fp32: its bf16 `tl.dot` is wrong);
+    tile: output voxels per program iteration (z, y, x), powers of two with ≥ 16 voxels;
+    num_warps: of the block kernels (GPU_BLOCK_WARPS by default; ignored by the interpreter).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    tile = tuple(tile) if tile is not None else (INTERPRET_TILE if interpret else GPU_TILE)
+    if len(tile) != 3 or any(t < 1 or t & (t - 1) for t in tile) or tile[0] * tile[1] * tile[2] < 16:
+        raise ValueError(f"tile sides must be powers of two with ≥ 16 voxels, not {tile}")
+    if num_warps is not None and num_warps not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"num_warps must be a power of two from 1 to 32, not {num_warps}")
+    prec = 0 if (interpret and precision == "bf16") else PRECISIONS[precision]
+    f = spec.filters
+    launches = []
+    for i in range(spec.n_blocks):
+        c_in = spec.in_channels if i == 0 else spec.block_out_channels
+        launches.append(Launch(f"block{i}", "inception_block_kernel", dict(
+            CIN=c_in, CP=_pad_pow2(c_in), F=f, FP=_pad_pow2(f), K=spec.big_kernel, KB=spec.small_kernel,
+            TZ=tile[0], TY=tile[1], TX=tile[2], BLOCK_H=INTERPRET_BLOCK_H if interpret else GPU_BLOCK_H,
+            SLOPE=spec.slope, PRECISION=prec), num_warps or GPU_BLOCK_WARPS))
+    widths = [spec.block_out_channels, *spec.tail_widths, 1]
+    launches.append(Launch("tail", "pointwise_tail_kernel", dict(
+        CIN=spec.block_out_channels, P=_pad_pow2(max(widths)), L=len(widths) - 1,
+        BLOCK_V=INTERPRET_TAIL_BLOCK_V if interpret else GPU_TAIL_BLOCK_V, SLOPE=spec.slope, PRECISION=prec),
+        GPU_TAIL_WARPS))
+    return launches
 
 
 def _interpreting() -> bool:
@@ -38,7 +99,8 @@ class TritonKernel:
 
     precision: 'fp32' (IEEE products, default), 'tf32' or 'bf16' operands (fp32 accumulate); in the
     Triton interpreter (TRITON_INTERPRET=1, CPU tensors) bf16 products are computed in fp32 because the
-    interpreter's bf16 `tl.dot` is wrong. tile: output voxels per program (z, y, x), powers of two.
+    interpreter's bf16 `tl.dot` is wrong. tile: output voxels per program iteration (z, y, x), powers of
+    two; num_warps: of the block kernels. Defaults and their reasons: GPU_* above, `launch_plan`.
     """
 
     name = "triton"
@@ -47,7 +109,7 @@ class TritonKernel:
     working_set_factor = 2.2
 
     def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cuda",
-                 precision: str = "fp32", tile: tuple[int, int, int] | None = None):
+                 precision: str = "fp32", tile: tuple[int, int, int] | None = None, num_warps: int | None = None):
         from kernels.triton import _jit  # noqa: F401  (decorated now: honours TRITON_INTERPRET)
         self._jit = _jit
         self.spec = spec = spec or GeneratorSpec()
@@ -55,15 +117,10 @@ class TritonKernel:
         self.interpret = _interpreting()
         if self.device.type != "cuda" and not self.interpret:
             raise ValueError(f"Triton kernels need a CUDA device (or TRITON_INTERPRET=1), not {self.device}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
-        self._prec_code = 0 if (self.interpret and precision == "bf16") else PRECISIONS[precision]
-        if tile is None:
-            tile = (8, 8, 8) if self.interpret else (4, 4, 8)
-        if any(t < 1 or t & (t - 1) for t in tile) or tile[0] * tile[1] * tile[2] < 16:
-            raise ValueError(f"tile sides must be powers of two with ≥ 16 voxels, not {tile}")
-        self.tile = tuple(tile)
+        self.plan = launch_plan(spec, precision, tile, self.interpret, num_warps)
+        c = self.plan[0].constexprs
+        self.tile = (c["TZ"], c["TY"], c["TX"])
         p = {k: v.detach().to(torch.float32).cpu() for k, v in params.items()}
         f, k, kb = spec.filters, spec.big_kernel, spec.small_kernel
         self.fp = _pad_pow2(f)
@@ -83,7 +140,6 @@ class TritonKernel:
             bt[j, :w.shape[0]] = p[f"{name}.bias"]
         self.tail_w = wt.contiguous().to(self.device)
         self.tail_b = bt.contiguous().to(self.device)
-        self.n_tail = n_layers
         self._scratch = None
 
     def _pack_block(self, p, prefix, c_in, f, k, kb):
@@ -108,7 +164,7 @@ class TritonKernel:
         wc[0, :f] += 1.0                                                   # residual on branch C
         pad = lambda b: torch.cat([b, torch.zeros(fp - f)])               # noqa: E731
         dev = self.device
-        return dict(c_in=c_in, cp=cp, wred=wred.to(dev), bred=bred.to(dev), wa=wa.contiguous().to(dev),
+        return dict(wred=wred.to(dev), bred=bred.to(dev), wa=wa.contiguous().to(dev),
                     ba=pad(ac_b).to(dev), wb=wb.contiguous().to(dev), bb=pad(bc_b).to(dev),
                     wc=wc.to(dev), bc=pad(cr_b).to(dev))
 
@@ -118,7 +174,7 @@ class TritonKernel:
         sms = torch.cuda.get_device_properties(self.device).multi_processor_count
         return min(n_tiles, 8 * sms)
 
-    def _block(self, x: torch.Tensor, blk: dict) -> torch.Tensor:
+    def _block(self, x: torch.Tensor, blk: dict, launch: Launch) -> torch.Tensor:
         """x (B, D, H, W, C_in) channels last → (B, D−2t, H−2t, W−2t, 3F)."""
         spec = self.spec
         t, k = spec.block_trim, spec.big_kernel
@@ -133,25 +189,19 @@ class TritonKernel:
         need = progs * halo * 2 * self.fp
         if self._scratch is None or self._scratch.numel() < need or self._scratch.device != x.device:
             self._scratch = torch.empty(need, device=x.device, dtype=torch.float32)
-        block_h = 512 if self.interpret else 128
-        self._jit.inception_block_kernel[(progs,)](
+        getattr(self._jit, launch.kernel)[(progs,)](
             x, y, self._scratch,
             blk["wred"], blk["bred"], blk["wa"], blk["ba"], blk["wb"], blk["bb"], blk["wc"], blk["bc"],
-            d, h, w, n_ty, n_tx, n_tiles, progs,
-            CIN=blk["c_in"], CP=blk["cp"], F=spec.filters, FP=self.fp, K=k, KB=spec.small_kernel,
-            TZ=tz, TY=ty, TX=tx, BLOCK_H=block_h, SLOPE=spec.slope, PRECISION=self._prec_code,
+            d, h, w, n_ty, n_tx, n_tiles, progs, **launch.constexprs, num_warps=launch.num_warps,
         )
         return y
 
-    def _tail(self, y: torch.Tensor) -> torch.Tensor:
+    def _tail(self, y: torch.Tensor, launch: Launch) -> torch.Tensor:
         """y (B, n, n, n, 3F) → (B, n, n, n)."""
         v = y.numel() // y.shape[-1]
         out = torch.empty(y.shape[:-1], device=y.device, dtype=torch.float32)
-        block_v = 4096 if self.interpret else 128
-        self._jit.pointwise_tail_kernel[(-(-v // block_v),)](
-            y, out, self.tail_w, self.tail_b, v,
-            CIN=y.shape[-1], P=self.tail_p, L=self.n_tail, BLOCK_V=block_v,
-            SLOPE=self.spec.slope, PRECISION=self._prec_code,
+        getattr(self._jit, launch.kernel)[(-(-v // launch.constexprs["BLOCK_V"]),)](
+            y, out, self.tail_w, self.tail_b, v, **launch.constexprs, num_warps=launch.num_warps,
         )
         return out
 
@@ -164,6 +214,6 @@ class TritonKernel:
         if min(x.shape[2:]) - 2 * g < 1:
             raise ValueError(f"input side {tuple(x.shape[2:])} is too small for ghost width {g}")
         y = x.to(self.device, torch.float32).permute(0, 2, 3, 4, 1).contiguous()
-        for blk in self.blocks:
-            y = self._block(y, blk)
-        return self._tail(y).unsqueeze(1)
+        for blk, launch in zip(self.blocks, self.plan):
+            y = self._block(y, blk, launch)
+        return self._tail(y, self.plan[-1]).unsqueeze(1)
