@@ -156,6 +156,27 @@ class SpectraConfig:
 
 
 @dataclass(frozen=True)
+class LightconeConfig:
+    """`halopaint lightcone`: HEALPix shells and a halo catalogue from painted boxes (MPI over x-slabs)."""
+
+    inputs: tuple[str, ...] = ()        # painted field files (/halos), one per snapshot redshift
+    out: str = ""
+    z_min: float = 0.0
+    z_max: float = 0.1
+    shells: int = 4                     # shells of equal comoving thickness in [χ(z_min), χ(z_max))
+    z_edges: tuple[float, ...] | None = None  # explicit shell edges (overrides z_min, z_max, shells)
+    nside: int = 64                     # HEALPix resolution (RING ordering)
+    observer: tuple[float, float, float] = (0.0, 0.0, 0.0)  # [Mpc/h] in the box frame
+    subsample: int = 1                  # s³ sub-points per voxel for the maps
+    mass_bins: tuple[int, ...] | None = None  # None = every bin of the inputs
+    catalogue: bool = False             # also Poisson-sample a halo catalogue
+    seed: int = 0                       # catalogue random streams: (seed, snapshot, x-plane, replica)
+    planes_per_read: int = 8            # x-planes read from the input at a time
+    figure: bool = True                 # PNG of the maps beside the output (<out stem>.png)
+    max_replicas: int = 20000           # refuse plans that need more periodic replicas than this
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """`halopaint demo`: the README's main job on the embedded default."""
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-. jobs/setup.sh "test,mpich,triton"
+. jobs/setup.sh "test,mpich,triton,lightcone"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"   # many ranks on 2 cores: no oversubscription
 export PYTHONHASHSEED=0
 

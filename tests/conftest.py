@@ -5,6 +5,10 @@ Area-specific helpers live in their own test modules; keep this file to what sev
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +52,20 @@ def bundle_path(tmp_path):
     path = tmp_path / "random_bundle.pt"
     random_bundle().save(path)
     return str(path)
+
+
+@contextlib.contextmanager
+def mpi_shared_dir(comm, prefix: str, populate=None):
+    """A temporary directory every rank of `comm` sees (rank 0 makes it and runs `populate(dir)`, the other
+    ranks wait); removed by rank 0 when all ranks are done. Yields its path."""
+    d = tempfile.mkdtemp(prefix=prefix) if comm.Get_rank() == 0 else None
+    d = comm.bcast(d, root=0)
+    if comm.Get_rank() == 0 and populate is not None:
+        populate(d)
+    comm.Barrier()
+    try:
+        yield d
+    finally:
+        comm.Barrier()
+        if comm.Get_rank() == 0:
+            shutil.rmtree(d, ignore_errors=True)

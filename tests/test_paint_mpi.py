@@ -4,13 +4,11 @@ Criterion: max|painted − whole-box| ≤ 1e-6 · max|whole-box| on N = 61 (slab
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
 
-from conftest import random_bundle, write_density_file
+from conftest import mpi_shared_dir, random_bundle, write_density_file
 from engine.config import PaintConfig
 from engine.errors import HalopaintError
 from engine.fields import FieldFile
@@ -25,19 +23,16 @@ def shared_box():
     """One directory every rank sees (rank 0 makes it), a 1-bin bundle, a 61³ density, the reference."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-    d = tempfile.mkdtemp(prefix="halopaint-mpi-") if comm.Get_rank() == 0 else None
-    d = comm.bcast(d, root=0)
-    if comm.Get_rank() == 0:
+
+    def populate(d):
         random_bundle(n_bins=1, seed=7).save(os.path.join(d, "model.pt"))
         write_density_file(os.path.join(d, "density.h5"), n=N, seed=13)
-    comm.Barrier()
-    with FieldFile(os.path.join(d, "density.h5")) as f:
-        reference = paint_whole_box(ModelBundle.load(os.path.join(d, "model.pt")), f.read_density())
-    yield dict(dir=d, comm=comm, model=os.path.join(d, "model.pt"), density=os.path.join(d, "density.h5"),
-               reference=reference)
-    comm.Barrier()
-    if comm.Get_rank() == 0:
-        shutil.rmtree(d, ignore_errors=True)
+
+    with mpi_shared_dir(comm, "halopaint-mpi-", populate) as d:
+        with FieldFile(os.path.join(d, "density.h5")) as f:
+            reference = paint_whole_box(ModelBundle.load(os.path.join(d, "model.pt")), f.read_density())
+        yield dict(dir=d, comm=comm, model=os.path.join(d, "model.pt"), density=os.path.join(d, "density.h5"),
+                   reference=reference)
 
 
 @pytest.mark.mpi(min_size=2)

@@ -20,6 +20,7 @@ What this cannot tell: speed or numerical results — those need a GPU (`python 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -180,9 +181,7 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("error: TRITON_INTERPRET is set; the ahead-of-time compile needs the real compiler", file=sys.stderr)
         return 2
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("triton") is None:
         print("error: triton is not installed (pip install 'halopaint[triton]')", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
