@@ -122,17 +122,12 @@ class TritonKernel:
         c = self.plan[0].constexprs
         self.tile = (c["TZ"], c["TY"], c["TX"])
         p = {k: v.detach().to(torch.float32).cpu() for k, v in params.items()}
-        f, k, kb = spec.filters, spec.big_kernel, spec.small_kernel
-        self.fp = _pad_pow2(f)
-        self.blocks = []
-        for i in range(spec.n_blocks):
-            c_in = spec.in_channels if i == 0 else spec.block_out_channels
-            self.blocks.append(self._pack_block(p, f"blocks.{i}", c_in, f, k, kb))
-        widths = [spec.block_out_channels, *spec.tail_widths, 1]
-        self.tail_p = _pad_pow2(max(widths))
-        n_layers = len(widths) - 1
-        wt = torch.zeros(n_layers, self.tail_p, self.tail_p)
-        bt = torch.zeros(n_layers, self.tail_p)
+        # weights are padded to the channel counts the launches are compiled for
+        self.blocks = [self._pack_block(p, f"blocks.{i}", launch.constexprs)
+                       for i, launch in enumerate(self.plan[:-1])]
+        tail = self.plan[-1].constexprs
+        wt = torch.zeros(tail["L"], tail["P"], tail["P"])
+        bt = torch.zeros(tail["L"], tail["P"])
         names = [f"tail.{j}" for j in range(len(spec.tail_widths))] + ["out"]
         for j, name in enumerate(names):
             w = p[f"{name}.weight"].flatten(1)                 # (out, in)
@@ -142,8 +137,9 @@ class TritonKernel:
         self.tail_b = bt.contiguous().to(self.device)
         self._scratch = None
 
-    def _pack_block(self, p, prefix, c_in, f, k, kb):
-        fp, cp = self.fp, _pad_pow2(c_in)
+    def _pack_block(self, p, prefix, c: dict) -> dict:
+        """Block weights from state_dict `p`, padded to the launch's constexprs `c` (CIN→CP, F→FP)."""
+        c_in, cp, f, fp, k, kb = c["CIN"], c["CP"], c["F"], c["FP"], c["K"], c["KB"]
         w = lambda n: (p[f"{prefix}.{n}.weight"], p[f"{prefix}.{n}.bias"])  # noqa: E731
         ar_w, ar_b = w("a_reduce")
         br_w, br_b = w("b_reduce")
@@ -186,7 +182,7 @@ class TritonKernel:
         n_tiles = bsz * n_tz * n_ty * n_tx
         progs = self._programs(n_tiles)
         halo = (tz + k - 1) * (ty + k - 1) * (tx + k - 1)
-        need = progs * halo * 2 * self.fp
+        need = progs * halo * 2 * launch.constexprs["FP"]
         if self._scratch is None or self._scratch.numel() < need or self._scratch.device != x.device:
             self._scratch = torch.empty(need, device=x.device, dtype=torch.float32)
         getattr(self._jit, launch.kernel)[(progs,)](
