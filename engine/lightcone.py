@@ -234,6 +234,27 @@ class _Geometry:
         """(N,) voxel-centre coordinate along one axis [Mpc/h]."""
         return (np.arange(self.grid) + 0.5) * self.voxel
 
+    @property
+    def npix(self) -> int:
+        return 12 * self.nside**2
+
+    def plane_offsets(self, plane: int, rep, sub=(0.0, 0.0, 0.0)):
+        """Observer-centred coordinates [Mpc/h] of x-plane `plane` in copy `rep`, at sub-voxel offset `sub`
+        (voxel units): dx (scalar), dy (N,), dz (N,), and distances r (N, N) over (y, z)."""
+        h, box, o, c = self.voxel, self.box, self.observer, self.centres
+        dx = (plane + 0.5 + sub[0]) * h + rep[0] * box - o[0]
+        dy = c + rep[1] * box - o[1] + sub[1] * h
+        dz = c + rep[2] * box - o[2] + sub[2] * h
+        return dx, dy, dz, np.sqrt(dx * dx + dy[:, None] ** 2 + dz[None, :] ** 2)
+
+    def shells_of(self, r: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shell index of each distance and whether it falls in a shell painted from this snapshot (`active`);
+        r = 0 (no direction) never does."""
+        shell = np.searchsorted(self.plan.chi_edges, r, side="right") - 1
+        ok = (shell >= 0) & (shell < len(active)) & (r > 0)
+        ok[ok] = active[shell[ok]]
+        return shell, ok
+
     def plane_reaches(self, x: float, rep, lo: float, hi: float, margin: float) -> bool:
         """Whether the plane at box-frame x (replica `rep`) has points at distances in [lo − m, hi + m)."""
         o, box = self.observer, self.box
@@ -250,47 +271,34 @@ class _Geometry:
 def _map_plane(geo: _Geometry, acc: _MapAccumulator, counts: np.ndarray, plane: int, reps, active: np.ndarray,
                offsets: np.ndarray, hp) -> None:
     """Add one x-plane's counts (n_bins, N, N) to the maps for every replica and sub-point offset."""
-    h, box, o = geo.voxel, geo.box, geo.observer
-    edges, npix = geo.plan.chi_edges, 12 * geo.nside**2
-    lo, hi = edges[0], edges[-1]
-    c = geo.centres
+    lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
+    x = (plane + 0.5) * geo.voxel
     weight = 1.0 / len(offsets)
     for rep in reps:
-        x = (plane + 0.5) * h
-        if not geo.plane_reaches(x, rep, lo, hi, margin=h):
+        if not geo.plane_reaches(x, rep, lo, hi, margin=geo.voxel):
             continue
-        for u, v, w in offsets:
-            dx = x + rep[0] * box - o[0] + u * h
-            dy = c + rep[1] * box - o[1] + v * h
-            dz = c + rep[2] * box - o[2] + w * h
-            r = np.sqrt(dx * dx + dy[:, None] ** 2 + dz[None, :] ** 2)
-            shell = np.searchsorted(edges, r, side="right") - 1
-            ok = (shell >= 0) & (shell < len(active)) & (r > 0)      # r = 0: no direction
-            ok[ok] = active[shell[ok]]
+        for off in offsets:
+            dx, dy, dz, r = geo.plane_offsets(plane, rep, off)
+            shell, ok = geo.shells_of(r, active)
             if not ok.any():
                 continue
             iy, iz = np.nonzero(ok)
             pix = hp.vec2pix(geo.nside, np.full(iy.size, dx), dy[iy], dz[iz])
-            cells = shell[iy, iz].astype(np.int64) * npix + pix
+            cells = shell[iy, iz].astype(np.int64) * geo.npix + pix
             acc.add(cells, counts[:, iy, iz].astype(np.float64) * weight)
 
 
 def _catalogue_plane(geo: _Geometry, dist: DistanceRedshift, counts: np.ndarray, plane: int, reps,
                      active: np.ndarray, bins, seed: int, snapshot: int, out: dict) -> None:
     """Poisson halos of one x-plane (n_bins, N, N) for every replica; kept ones appended to `out` columns."""
-    h, box, o = geo.voxel, geo.box, geo.observer
-    edges = geo.plan.chi_edges
-    lo, hi = edges[0], edges[-1]
+    h = geo.voxel
+    lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
     margin = math.sqrt(3.0) * h / 2
-    c = geo.centres
     x = (plane + 0.5) * h
     for rep in reps:
         if not geo.plane_reaches(x, rep, lo, hi, margin=margin):
             continue
-        dx = x + rep[0] * box - o[0]
-        dy = c + rep[1] * box - o[1]
-        dz = c + rep[2] * box - o[2]
-        r = np.sqrt(dx * dx + dy[:, None] ** 2 + dz[None, :] ** 2)
+        dx, dy, dz, r = geo.plane_offsets(plane, rep)
         near = (r >= lo - margin) & (r < hi + margin)
         if not near.any():
             continue
@@ -308,9 +316,7 @@ def _catalogue_plane(geo: _Geometry, dist: DistanceRedshift, counts: np.ndarray,
             py = dy[jy] + (u[1] - 0.5) * h
             pz = dz[jz] + (u[2] - 0.5) * h
             rr = np.sqrt(px * px + py * py + pz * pz)
-            shell = np.searchsorted(edges, rr, side="right") - 1
-            keep = (shell >= 0) & (shell < len(active)) & (rr > 0)
-            keep[keep] = active[shell[keep]]
+            _, keep = geo.shells_of(rr, active)
             if not keep.any():
                 continue
             px, py, pz, rr = px[keep], py[keep], pz[keep], rr[keep]
@@ -359,7 +365,7 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     reps = replicas(geo.observer, geo.box, plan.chi_edges[0], plan.chi_edges[-1] + geo.voxel, cfg.max_replicas)
     from engine.decomposition import SlabPlan
     x0, x1 = SlabPlan(grid=first.grid, ranks=size, ghost=0).bounds(rank)   # ranks beyond N hold no planes
-    npix = hp.nside2npix(cfg.nside)
+    npix = geo.npix
     acc = _MapAccumulator(len(bins), plan.count * npix)
     offsets = subsample_offsets(cfg.subsample)
     columns = {name: [] for name in CATALOGUE_COLUMNS}
