@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, file_provenance
+from engine.fields import FieldFile, file_provenance, same_voxel_size
 from engine.model import ModelBundle
 from engine.paint import paint_whole_box
 
@@ -51,7 +51,7 @@ def measure_mean_counts(bundle: ModelBundle, paths: list[str]) -> tuple[np.ndarr
     for path in paths:
         with FieldFile(path, require=("density", "halos")) as f:
             info = f.info
-            if not math.isclose(info.voxel_size, bundle.metadata.voxel_size, rel_tol=1e-6):
+            if not same_voxel_size(info.voxel_size, bundle.metadata.voxel_size):
                 raise CalibrationError(f"{path}: voxel size {info.voxel_size:g} Mpc/h, the bundle was trained "
                                        f"at {bundle.metadata.voxel_size:g}")
             bins = file_bins_for(bundle, info.mass_bin_edges, path)

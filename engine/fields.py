@@ -15,6 +15,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,15 @@ import numpy as np
 from engine import __version__
 from engine.config import Cosmology
 from engine.errors import HalopaintError
+
+# Two grids have the same voxel size within this relative tolerance (box sizes round-trip through text).
+VOXEL_SIZE_RTOL = 1e-6
+
+
+def same_voxel_size(a: float, b: float) -> bool:
+    """Whether voxel sizes a and b [Mpc/h] agree within VOXEL_SIZE_RTOL."""
+    return math.isclose(a, b, rel_tol=VOXEL_SIZE_RTOL)
+
 
 REQUIRED_ATTRS = ("box_size", "redshift", "cosmology", "halopaint_version", "created")
 

@@ -35,7 +35,8 @@ from engine.allocator import retained_bytes
 from engine.config import DensityRecipe, PaintConfig
 from engine.decomposition import SlabPlan, exchange_ghosts, periodic_ranges, plan_slabs
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldInfo, check_writable, read_info, standard_attrs, temporary_path
+from engine.fields import (FieldFile, FieldInfo, check_writable, read_info, same_voxel_size, standard_attrs,
+                           temporary_path)
 from engine.model import ModelBundle, resolve_model_path
 
 # Resident memory of a rank outside the tiles (Python, torch, h5py, MPI): measured ≈ 0.3–0.4 GB on CPU.
@@ -44,7 +45,6 @@ RUNTIME_OVERHEAD_BYTES = 512 * 1024**2
 # their own `working_set_factor`. Reference (torch conv3d, measured at 88³ input): ≈ 4.
 DEFAULT_WORKING_SET_FACTOR = 5.0
 ACTIVATION_CHANNELS = 30
-VOXEL_SIZE_RTOL = 1e-6
 REDSHIFT_ATOL = 1e-3
 KILL_HOOK_ENV = "HALOPAINT_TEST_KILL_AFTER_TILES"  # "RANK:K": rank RANK SIGKILLs itself after K tiles
 
@@ -77,7 +77,7 @@ def agree(comm, local_error: str | None) -> None:
 def model_mismatches(info: FieldInfo, bundle: ModelBundle) -> list[str]:
     """What makes the density file differ from what the model was trained on (empty: compatible)."""
     meta, problems = bundle.metadata, []
-    if not math.isclose(info.voxel_size, meta.voxel_size, rel_tol=VOXEL_SIZE_RTOL):
+    if not same_voxel_size(info.voxel_size, meta.voxel_size):
         problems.append(f"voxel size {info.voxel_size:g} Mpc/h differs from the model's {meta.voxel_size:g} Mpc/h")
     if abs(info.redshift - meta.redshift) > REDSHIFT_ATOL:
         problems.append(f"redshift {info.redshift:g} differs from the model's {meta.redshift:g}")

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 import kernels
 from engine.config import Cosmology, DensityRecipe, TrainConfig
 from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldFileError, atomic_path, check_writable, file_provenance, file_sha256
+from engine.fields import (FieldFile, FieldFileError, atomic_path, check_writable, file_provenance, file_sha256,
+                           same_voxel_size)
 from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
                           atomic_torch_save, resolve_model_path)
 from engine.patches import PatchSampler, Region
@@ -144,7 +145,7 @@ def load_data(cfg: TrainConfig, ghost: int) -> TrainingData:
     train, tinfos = _read_boxes(cfg.data, bins, "training")
     val, vinfos = _read_boxes(cfg.validation, bins, "validation")
     for info in tinfos + vinfos:
-        if not np.isclose(info.voxel_size, first.voxel_size, rtol=1e-6):
+        if not same_voxel_size(info.voxel_size, first.voxel_size):
             raise TrainingError(f"{info.path}: voxel size {info.voxel_size:g} Mpc/h differs from "
                                 f"{first.path} ({first.voxel_size:g} Mpc/h)")
         if not np.allclose(info.mass_bin_edges, first.mass_bin_edges, rtol=1e-6):
@@ -489,7 +490,7 @@ def _init_states(bundle: ModelBundle, data: TrainingData) -> list[dict]:
                  and np.isclose(edges[i + 1], hi, rtol=1e-6)]
         if not match:
             raise TrainingError(f"--init model has no generator for mass bin {b} [{lo:.3g}, {hi:.3g}) M☉/h")
-        if not np.isclose(bundle.metadata.voxel_size, data.voxel_size, rtol=1e-6):
+        if not same_voxel_size(bundle.metadata.voxel_size, data.voxel_size):
             raise TrainingError(f"--init model was trained at {bundle.metadata.voxel_size:g} Mpc/h voxels, "
                                 f"the data has {data.voxel_size:g}")
         states.append(bundle.generators[match[0]])
@@ -613,10 +614,11 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> dict:
         sync = GradientSync(distributed)
         trainer = Trainer(cfg, data, [info.rank], device, sync, init_bundle)
         trainer.command = command
-        if init_bundle is not None:
-            trainer.init_record = init_provenance(cfg.init_model, init_bundle)
         is_root = info.rank == 0
-        if cfg.resume and paths.checkpoint.exists():
+        resuming = cfg.resume and paths.checkpoint.exists()
+        if init_bundle is not None and not resuming:       # a resume keeps the checkpoint's record
+            trainer.init_record = init_provenance(cfg.init_model, init_bundle)
+        if resuming:
             trainer.restore(load_checkpoint(paths.checkpoint), str(paths.checkpoint))
             if is_root:
                 _rewrite_log(paths.log, _read_log(paths.log, trainer.step))
