@@ -501,13 +501,14 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
     timings = dict(read=0.0, exchange=0.0, compute=0.0, write=0.0, compute_cpu=0.0)  # [s]; cpu: process time
     _check_density_values(cfg, setup.plan, comm, timings)
     part, tiles = _open_part(cfg, setup, device, comm)
-    _paint_slab(cfg, setup, device, part, tiles, comm, timings, t_start)
+    kernel_detail = _paint_slab(cfg, setup, device, part, tiles, comm, timings, t_start)
     part.finish()
     timings["total"] = time.perf_counter() - t_start
     import socket
     rank = comm.Get_rank()
     x0, x1 = setup.plan.bounds(rank)
-    report = RankReport(rank=rank, host=socket.gethostname(), device=str(device), kernels=setup.kernel_name,
+    kernels = setup.kernel_name + (f" ({kernel_detail})" if kernel_detail else "")
+    report = RankReport(rank=rank, host=socket.gethostname(), device=str(device), kernels=kernels,
                         threads=threads, x0=x0, x1=x1, tiles=len(tiles),
                         tiles_reused=len(tiles) - int(part.painted), timings=timings,
                         peak_rss_bytes=_peak_rss(), note=part.note)
@@ -591,8 +592,10 @@ def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> t
 
 
 def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: PartFile, tiles: list, comm,
-                timings: dict, t_start: float) -> None:
-    """Ghost exchange, then every tile not yet recorded in the part: read → normalise → kernels → write."""
+                timings: dict, t_start: float) -> str | None:
+    """Ghost exchange, then every tile not yet recorded in the part: read → normalise → kernels → write.
+
+    Returns the kernels' own account of how they run (the fused CPU path: whether its C kernels are used)."""
     rank = comm.Get_rank()
     plan, g, n = setup.plan, setup.plan.ghost, setup.plan.grid
     x0, x1 = plan.bounds(rank)
@@ -628,6 +631,7 @@ def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: Par
                 _log(f"rank 0: {count}/{len(todo)} tiles ({time.perf_counter() - t_start:.1f} s)")
             if kill_after is not None and count >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+    return getattr(kerns[0], "native_status", None) if kerns else None
 
 
 def _write_master_when_all_done(cfg: PaintConfig, setup: _Setup, report: RankReport, comm) -> dict:

@@ -23,6 +23,14 @@ What it does differently from the reference (every change is exact algebra, not 
   lower efficiency than GEMM: net ~1.3–2× faster than oneDNN `conv3d` here. `conv="direct"` uses
   `conv3d` (channels_last_3d) instead.
 - **Pointwise tail as one matrix chain** over the last block's output with in-place activations.
+- **Hand-vectorised C kernels** (kernels/native.c, compiled at first use by kernels.native; used when a C
+  compiler works and the architecture has one input channel and ≥ 2 blocks, else the torch code above),
+  8 voxels along x per vector register: block 1 fused with block 2's merged reductions (block 1's
+  3F-channel output never reaches memory); the FFT blocks' convolutions with 2D FFTs over (z, y) and the x
+  taps applied directly in that domain (`_conv_fft_x`: no x transforms, kernel spectra that stay in cache);
+  the last block's residual add + activation fused with the pointwise tail. Per 2 × 32³ sub-tiles on one
+  thread ×1.85, ×1.24–1.44 and ×2.1 on those parts, ×1.5–1.6 on the whole
+  (`python jobs/bench/native_parts.py`).
 
 Tile-friendly: a call paints one tile by looping over sub-tiles of the output (side `subtile`, chosen
 per call from a few FFT-friendly sizes); memory is O(sub-tile batch × threads), never O(field). Threads:
@@ -52,6 +60,8 @@ from kernels.reference import GeneratorSpec
 # measured time per N³ voxels of one sub-tile relative to N = 32 (whole fused forward on tiles a multiple
 # of N − 4, idle 2-core AMD EPYC, AVX2, one thread: `python jobs/bench/kernels.py --fft-sizes`): within
 # ±5 % from 20 to 48; 64 costs 1.74 (its kernel spectra, 210 MB, leave the cache) and is not offered.
+# (Measured for the torch/numba 3D FFT path. With the native C kernels the cost per *output* voxel is
+# flat within 2 % from N = 32 to 64, so these weights choose as well there.)
 FFT_SIZES = {20: 1.03, 24: 1.02, 28: 1.04, 30: 1.04, 32: 1.0, 36: 0.99, 40: 0.97, 45: 1.07, 48: 1.05}
 # Frequencies per step of the addcmul mixing (the chunk of spectra and products stays in cache).
 MIX_CHUNK = 8192
@@ -60,8 +70,10 @@ NUMBA_MIX_CHUNK = 512
 # Kernel spectra kept per block (one per FFT shape in use; ~26 MB each at N = 32 for the paper's net).
 MAX_SPECTRA = 2
 # Sub-tiles transformed together: more amortises reading the kernel spectra while mixing, fewer keeps
-# the working set in cache; 2 measured best (1 and 2 threads).
+# the working set in cache; 2 measured best (1 and 2 threads) for the 3D FFT path, 1 with the native C
+# kernels, whose kernel spectra are small (128³ tile, 2 threads: 0.41–0.44 s vs 0.42–0.46 s, 3 A/B runs).
 SUBTILE_BATCH = 2
+SUBTILE_BATCH_NATIVE = 1
 
 
 def _leaky_(y: torch.Tensor, slope: float) -> torch.Tensor:
@@ -221,6 +233,7 @@ class _FFTBlock:
         self.mixing = mixing
         self.a_w_cl = self.a_w.contiguous(memory_format=torch.channels_last_3d)
         self.b_w_cl = self.b_w.contiguous(memory_format=torch.channels_last_3d)
+        self.native_mix = None           # kernels/native.c's mix_xdirect, set by FusedCPUKernel when built
 
     def spectrum(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """Kernel spectra for FFT size `shape`: (2, Nz·Ny·(Nx//2+1), F_out, F_in) complex."""
@@ -240,9 +253,17 @@ class _FFTBlock:
             return "matmul"
         return "compiled" if self.fft_dtype == torch.float32 else "addcmul"
 
-    def prepare(self, shape: tuple[int, int, int], threads: int) -> None:
-        """Fill the spectrum caches for FFT size `shape` (before several threads read them)."""
-        self._relaid(self.mixing_for(threads), shape)
+    def prepare(self, shape: tuple[int, int, int], threads: int, out_width: int) -> None:
+        """Fill the spectrum caches that `_conv_fft` will read for FFT size `shape` and output width
+        `out_width` (before several threads read them)."""
+        if self._uses_x(out_width):
+            self.spectrum_x(shape[:2])
+        else:
+            self._relaid(self.mixing_for(threads), shape)
+
+    def _uses_x(self, out_width: int) -> bool:
+        """Whether `_conv_fft` runs the x-direct C path (else the 3D FFT path) for this output width."""
+        return self.native_mix is not None and self.fft_dtype == torch.float32 and out_width >= 8
 
     def _mix(self, xf: torch.Tensor, shape) -> torch.Tensor:
         """Per-frequency F×F complex mixing of both branches: xf (nb, 2, F_in, Fq) → (nb, 2, F_out, Fq).
@@ -291,8 +312,47 @@ class _FFTBlock:
             self._relaid_cache = ((mixing, shape), lay)
         return self._relaid_cache[1]
 
+    def spectrum_x(self, zy: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """Kernel spectra over (z, y) only, for `_conv_fft_x`: (A re, A im, B re, B im), each float32
+        (Nz·(Ny//2+1), F_in, taps, F_out) with k taps (A) or kb taps (B) along x; B zero-padded to k² in (z, y)."""
+        key = ("x", *zy)
+        if key not in self._spectra:
+            if len(self._spectra) >= MAX_SPECTRA:
+                self._spectra.pop(next(iter(self._spectra)))
+            f, k, kb, m = self.f, self.k, self.kb, self.m
+            wb = torch.zeros(f, f, k, k, kb, dtype=torch.float64)
+            wb[:, :, m:m + kb, m:m + kb] = self.b_w.double()
+            parts = []
+            for w in (self.a_w.double(), wb):
+                spec = torch.fft.rfftn(w.flip(-3, -2), s=zy, dim=(-3, -2))              # (Fo, Fi, Nz, Nyh, taps)
+                spec = spec.permute(2, 3, 1, 4, 0).reshape(-1, f, w.shape[-1], f)      # (P, Fi, taps, Fo)
+                parts += [spec.real.float().contiguous().numpy(), spec.imag.float().contiguous().numpy()]
+            self._spectra[key] = (*parts, (self._bias.double() * math.prod(zy)).float().numpy())
+        return self._spectra[key]
+
+    def _conv_fft_x(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
+        """As `_conv_fft`, with 2D FFTs over (z, y) and the x taps applied directly in that domain by the C
+        kernel `mix_xdirect`: no x transforms and kernel spectra ~9× smaller (4.4 MB at N = 36, which stay in
+        cache where the 3D spectra, 39 MB, stream from memory); x needs no padding (out_shape[2] ≥ 8)."""
+        nb, f, k = r.shape[0], self.f, self.k
+        zy = tuple(fft_shape[:2])
+        workers = torch.get_num_threads()
+        s = np.ascontiguousarray(scipy.fft.rfftn(r.numpy(), s=zy, axes=(-3, -2), workers=workers))  # complex64
+        nz, nyh, w = s.shape[-3:]
+        oz, oy, ox = out_shape
+        y = np.empty((nb, 2 * f, nz, nyh, ox), np.complex64)
+        *spectra, dc = self.spectrum_x(zy)
+        work = np.empty(2 * f * w, np.float32)
+        self.native_mix(nb, nz * nyh, w, ox, s.ctypes.data, *(a.ctypes.data for a in spectra), dc.ctypes.data,
+                        y.ctypes.data, work.ctypes.data)
+        o = k - 1
+        y = scipy.fft.ifft(y, axis=-3, workers=workers, overwrite_x=True)[:, :, o:o + oz]
+        return torch.from_numpy(scipy.fft.irfft(y, n=zy[1], axis=-2, workers=workers, overwrite_x=True)[:, :, :, o:o + oy])
+
     def _conv_fft(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
         """r (nb, 2F, d, h, w) reduced fields → (nb, 2F, *out_shape) valid k³ correlations."""
+        if self._uses_x(out_shape[2]):
+            return self._conv_fft_x(r, out_shape, fft_shape)
         nb, f, k = r.shape[0], self.f, self.k
         workers = torch.get_num_threads()               # the caller's thread setting, nothing more
         rf = torch.from_numpy(scipy.fft.rfftn(r.to(self.fft_dtype).numpy(), s=fft_shape, axes=(-3, -2, -1),
@@ -310,26 +370,101 @@ class _FFTBlock:
         return torch.from_numpy(y).to(r.dtype)
 
     def __call__(self, x: torch.Tensor, fft_shape=None) -> torch.Tensor:
-        t, f, m = self.t, self.f, self.m
-        nb, c_in, d, h, w = x.shape
-        od, oh, ow = d - 2 * t, h - 2 * t, w - 2 * t
-        out = torch.empty(nb, 3 * f, od, oh, ow, dtype=x.dtype)
-        # a/b/c reductions: one GEMM over every voxel of the block input
-        r = _pointwise(self.w_red, self.b_red, x.reshape(nb, c_in, -1)).view(nb, 3 * f, d, h, w)
-        res = x[:, :1, t:d - t, t:h - t, t:w - t]       # residual: input channel 0, cropped
-        if self.conv == "fft":
-            if fft_shape is None:
-                fft_shape = (d, h, w)
-            ab = self._conv_fft(r[:, :2 * f], (od, oh, ow), fft_shape)   # biases included
-            torch.add(ab, res, out=out[:, :2 * f])
-        else:
-            rcl = r[:, :2 * f].contiguous(memory_format=torch.channels_last_3d)
-            out[:, :f] = F.conv3d(rcl[:, :f], self.a_w_cl, self.a_b)
-            rb = rcl[:, f:, m:d - m, m:h - m, m:w - m]
-            out[:, f:2 * f] = F.conv3d(rb, self.b_w_cl, self.b_b)
-            out[:, :2 * f] += res
-        out[:, 2 * f:] = r[:, 2 * f:, t:d - t, t:h - t, t:w - t]
+        return self.from_reduced(self.reduce(x), x[:, :1], fft_shape)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The a/b/c reductions: one GEMM over every voxel of the block input, (nb, C_in, …) → (nb, 3F, …)."""
+        nb, c_in = x.shape[:2]
+        return _pointwise(self.w_red, self.b_red, x.reshape(nb, c_in, -1)).view(nb, 3 * self.f, *x.shape[2:])
+
+    def from_reduced(self, r: torch.Tensor, x0: torch.Tensor, fft_shape=None) -> torch.Tensor:
+        """The block from its reductions r (nb, 3F, d, h, w) and input channel 0 x0 (nb, 1, d, h, w)."""
+        ab, res, c = self.branches(r, x0, fft_shape)
+        out = torch.empty(ab.shape[0], 3 * self.f, *ab.shape[2:], dtype=r.dtype)
+        torch.add(ab, res, out=out[:, :2 * self.f])
+        out[:, 2 * self.f:] = c
         return _leaky_(out, self.slope)
+
+    def branches(self, r: torch.Tensor, x0: torch.Tensor, fft_shape=None):
+        """The block's parts before the residual add and activation, each (nb, ·, d−2t, h−2t, w−2t):
+        (branches A and B with their biases (2F channels), the residual (1 channel, a view of x0),
+        branch C (F channels, a view of r))."""
+        t, f, m = self.t, self.f, self.m
+        nb, _, d, h, w = r.shape
+        od, oh, ow = d - 2 * t, h - 2 * t, w - 2 * t
+        if self.conv == "fft":
+            ab = self._conv_fft(r[:, :2 * f], (od, oh, ow), fft_shape or (d, h, w))
+        else:
+            ab = torch.empty(nb, 2 * f, od, oh, ow, dtype=r.dtype)
+            rcl = r[:, :2 * f].contiguous(memory_format=torch.channels_last_3d)
+            ab[:, :f] = F.conv3d(rcl[:, :f], self.a_w_cl, self.a_b)
+            ab[:, f:] = F.conv3d(rcl[:, f:, m:d - m, m:h - m, m:w - m], self.b_w_cl, self.b_b)
+        crop = (slice(None), slice(None), slice(t, d - t), slice(t, h - t), slice(t, w - t))
+        return ab, x0[crop], r[:, 2 * f:][crop]
+
+
+class _NativeBlock1Reduce:
+    """Block 1 (one input channel, folded) fused with block 2's merged reductions, in C (kernels/native.c).
+
+    x (nb, 1, d, h, w) → (r, y0): r (nb, 3F, d−2t, …) = block 2's reductions of block 1's output, y0
+    (nb, 1, d−2t, …) = block 1's output channel 0; block 1's 3F-channel output never reaches memory. The C
+    function computes 8 voxels along x at a time, so the output width d−2t must be ≥ MIN_WIDTH (`fits`).
+    """
+
+    MIN_WIDTH = 8
+
+    def __init__(self, first: _FoldedBlock, second: _FFTBlock, spec: GeneratorSpec, lib):
+        f, k, kb = spec.filters, spec.big_kernel, spec.small_kernel
+        m = (k - kb) // 2
+        w = first.w_ab[:, 0]                                   # (2F, k, k, k), residual at the centre
+        self.w_a = w[:f].reshape(f, -1).t().contiguous()                                  # (k³, F)
+        self.w_b = w[f:, m:m + kb, m:m + kb, m:m + kb].reshape(f, -1).t().contiguous()    # (kb³, F)
+        self.b_ab = first.b_ab.contiguous()
+        self.w_c, self.b_c = first.w_c[:, 0].contiguous(), first.b_c.contiguous()
+        self.w_red, self.b_red = second.w_red.t().contiguous(), second.b_red.contiguous()  # (3F in, 3F out)
+        self.t, self.slope, self.fn = first.t, float(spec.slope), lib.block1_reduce
+
+    def fits(self, out_width: int) -> bool:
+        return out_width >= self.MIN_WIDTH
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous()
+        nb, _, d, h, w = x.shape
+        out = (d - 2 * self.t, h - 2 * self.t, w - 2 * self.t)
+        nr = self.w_red.shape[1]
+        r = torch.empty(nb, nr, *out)
+        y0 = torch.empty(nb, 1, *out)
+        self.fn(x.data_ptr(), nb, d, h, w, self.w_a.data_ptr(), self.w_b.data_ptr(), self.b_ab.data_ptr(),
+                self.w_c.data_ptr(), self.b_c.data_ptr(), self.slope, self.w_red.data_ptr(), self.b_red.data_ptr(),
+                nr, r.data_ptr(), y0.data_ptr())
+        return r, y0
+
+
+class _NativeEpilogueTail:
+    """The last block's residual add and leaky ReLU fused with the pointwise tail, in C (kernels/native.c).
+
+    (ab, res, c) as `_FFTBlock.branches` returns them → (nb, 1, sz, sy, sx); the 3F-channel block output is
+    never written to memory. Needs sx ≥ MIN_WIDTH (`fits`).
+    """
+
+    MIN_WIDTH = 8
+
+    def __init__(self, tail: list, out_w: torch.Tensor, out_b: torch.Tensor, spec: GeneratorSpec, lib):
+        layers = [*tail, (out_w, out_b)]
+        self.w = torch.cat([w.t().contiguous().flatten() for w, _ in layers])     # each (in, out)
+        self.b = torch.cat([b.flatten() for _, b in layers]).contiguous()
+        self.slope, self.fn = float(spec.slope), lib.epilogue_tail
+
+    def fits(self, out_width: int) -> bool:
+        return out_width >= self.MIN_WIDTH
+
+    def __call__(self, ab: torch.Tensor, res: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        ab, res, c = (v if v.stride(-1) == 1 else v.contiguous() for v in (ab, res, c))
+        nb, _, sz, sy, sx = ab.shape
+        out = torch.empty(nb, 1, sz, sy, sx)
+        self.fn(nb, sz, sy, sx, ab.data_ptr(), *ab.stride()[:4], res.data_ptr(), res.stride(0), *res.stride()[2:4],
+                c.data_ptr(), *c.stride()[:4], self.w.data_ptr(), self.b.data_ptr(), self.slope, out.data_ptr())
+        return out
 
 
 class FusedCPUKernel:
@@ -340,6 +475,9 @@ class FusedCPUKernel:
     subtile: output side of one sub-tile (None: chosen per call among FFT-friendly sizes).
     fft_dtype: torch.float32 (default) or torch.float64 for the FFT convolutions.
     mixing: 'auto' (compiled on one thread, matmul on several), 'compiled', 'addcmul' or 'matmul' (see _FFTBlock._mix).
+    native: the C kernels (kernels/native.c, built at first use): None (default) to use them when available
+    and the architecture allows it (one input channel, ≥ 2 blocks), True to require them (ValueError if not
+    available), False for the torch/numba code alone. `native_status` says which and why.
     Threads: the caller's `torch.get_num_threads()` = T. With the FFT path and T > 1 a call runs T
     single-threaded sub-tile pipelines in a thread pool, setting torch's intra-op threads to 1 for its
     duration (restored on return); the output is bit-identical to T = 1.
@@ -364,7 +502,7 @@ class FusedCPUKernel:
 
     def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cpu",
                  conv: str = "fft", subtile: int | None = None, fft_dtype: torch.dtype = torch.float32,
-                 mixing: str = "auto"):
+                 mixing: str = "auto", native: bool | None = None):
         spec = spec or GeneratorSpec()
         self.device = torch.device(device)
         if self.device.type != "cpu":
@@ -390,6 +528,29 @@ class FusedCPUKernel:
         self.tail = [(p[f"tail.{j}.weight"].flatten(1).contiguous(), p[f"tail.{j}.bias"]) for j in range(nt)]
         self.out_w = p["out.weight"].flatten(1).contiguous()
         self.out_b = p["out.bias"]
+        self.native_block1, self.native_tail, self.native_status = self._native_kernels(native)
+
+    def _native_kernels(self, wanted: bool | None):
+        """(C block 1 + reductions or None, C epilogue + tail or None, a line saying which run and why)."""
+        if wanted is False:
+            return None, None, "native C kernels off (native=False)"
+        spec = self.spec
+        if spec.in_channels != 1 or len(self.blocks) < 2 or not isinstance(self.blocks[1], _FFTBlock):
+            reason = "they need one input channel and a second block"
+        else:
+            from kernels import native
+            arch = (spec.filters, spec.big_kernel, spec.small_kernel, tuple(spec.tail_widths))
+            lib = native.library(*arch)
+            if lib is not None:
+                for block in self.blocks[1:]:
+                    block.native_mix = lib.mix_xdirect
+                return (_NativeBlock1Reduce(self.blocks[0], self.blocks[1], spec, lib),
+                        _NativeEpilogueTail(self.tail, self.out_w, self.out_b, spec, lib),
+                        "native C kernels (kernels/native.c)")
+            reason = native.unavailable_reason(*arch)
+        if wanted:
+            raise ValueError(f"the native C kernels are not available: {reason}")
+        return None, None, f"native C kernels not used: {reason}"
 
     # -- sub-tile planning -------------------------------------------------------------------------
     def _last_fft_margin(self) -> int:
@@ -440,12 +601,21 @@ class FusedCPUKernel:
         """x (nb, C_in, sub+2g, …) → (nb, 1, sub…)."""
         g = self.spec.ghost_width
         sub = tuple(d - 2 * g for d in x.shape[2:])
-        y = x
-        for i, block in enumerate(self.blocks):
-            if isinstance(block, _FFTBlock):
-                y = block(y, self._fft_shape(sub, s, i))
-            else:
+        # The C kernels run on one thread whatever torch's setting, so results do not depend on the thread count.
+        last = len(self.blocks) - 1
+        start, y, r = 0, x, None
+        if self.native_block1 is not None and self.native_block1.fits(x.shape[-1] - 2 * self.native_block1.t):
+            r, y = self.native_block1(x)             # block 2's reductions, block 1's output channel 0
+            start = 1
+        for i, block in enumerate(self.blocks[start:], start=start):
+            if not isinstance(block, _FFTBlock):
                 y = block(y)
+                continue
+            r = block.reduce(y) if r is None else r
+            fft_shape = self._fft_shape(sub, s, i)
+            if i == last and self.native_tail is not None and self.native_tail.fits(sub[-1]):
+                return self.native_tail(*block.branches(r, y[:, :1], fft_shape))
+            y, r = block.from_reduced(r, y[:, :1], fft_shape), None
         nb = y.shape[0]
         return self._tail(y.reshape(nb, y.shape[1], -1)).view(nb, 1, *sub)
 
@@ -473,7 +643,8 @@ class FusedCPUKernel:
                 out[b, :, z1:z + sub[0], y1:y + sub[1], w1:w + sub[2]] = \
                     ys[j][:, z1 - z:, y1 - y:, w1 - w:]
 
-        groups = [origins[k:k + SUBTILE_BATCH] for k in range(0, len(origins), SUBTILE_BATCH)]
+        batch = SUBTILE_BATCH_NATIVE if self.native_block1 is not None and self.conv == "fft" else SUBTILE_BATCH
+        groups = [origins[k:k + batch] for k in range(0, len(origins), batch)]
         threads = torch.get_num_threads()
         if self.conv != "fft" or threads == 1 or len(groups) == 1:
             for group in groups:
@@ -484,7 +655,8 @@ class FusedCPUKernel:
         # caches are filled first, so the workers only read them.
         for i, block in enumerate(self.blocks):
             if isinstance(block, _FFTBlock):
-                block.prepare(self._fft_shape(sub, s, i), threads=1)
+                out_width = sub[-1] + (len(self.blocks) - 1 - i) * 2 * self.spec.block_trim
+                block.prepare(self._fft_shape(sub, s, i), threads=1, out_width=out_width)
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(threads) as pool:

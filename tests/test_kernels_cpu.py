@@ -157,19 +157,3 @@ def test_dispatch_on_cpu(spread):
     with pytest.raises(ValueError):
         kernels.select("cpu", "cudnn")
 
-
-def test_partial_fft_benchmark_agrees_with_the_kernel(capsys):
-    """jobs/bench/fft_partial.py (the README's rejected 2D-FFT + direct-x alternative) still runs against the
-    kernel's internals and agrees with its 3D FFT convolution (exit 0 ⇔ ‖Δ‖/‖ref‖ < 1e-5)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "jobs" / "bench" / "fft_partial.py"
-    spec = importlib.util.spec_from_file_location("fft_partial", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    try:
-        assert module.main(["--n", "12", "--rounds", "1", "--repeats", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert "‖partial − 3D‖/‖3D‖" in capsys.readouterr().out

@@ -80,8 +80,9 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None,
     if device.type == "cpu":
         from kernels.cpu import FusedCPUKernel
         paths["cpu-fft"] = FusedCPUKernel(params, spec, device, conv="fft")
-        # the same with torch's complex addcmul for the per-frequency mixing instead of the numba loops
-        paths["cpu-fft-addcmul"] = FusedCPUKernel(params, spec, device, conv="fft", mixing="addcmul")
+        print(f"# cpu-fft: {paths['cpu-fft'].native_status}")
+        # the same with block 1 and block 2's reductions through torch/oneDNN instead of kernels/native.c
+        paths["cpu-fft-torch-b1"] = FusedCPUKernel(params, spec, device, conv="fft", native=False)
         paths["cpu-direct"] = FusedCPUKernel(params, spec, device, conv="direct")
     else:
         gen = Generator(spec).to(device).eval()
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
                            "gemm_fraction_folded": folded * 2 * vps / (gflops * 1e9)}
                 if "gemm_bf16_gflops" in record:            # the tensor-core floor on GPUs
                     rows[k]["bf16_gemm_fraction_folded"] = folded * 2 * vps / (record["gemm_bf16_gflops"] * 1e9)
-                print(f"n={n:4d}  {k:14s} {sec:8.3f} s  {vps / 1e6:8.2f} Mvox/s  ×{med['reference'] / sec:6.2f}"
+                print(f"n={n:4d}  {k:16s} {sec:8.3f} s  {vps / 1e6:8.2f} Mvox/s  ×{med['reference'] / sec:6.2f}"
                       f"  gemm% {100 * rows[k]['gemm_fraction_folded']:5.1f}")
             print(f"n={n:4d}  MAC/voxel: naive {naive:,.0f}  folded {folded:,.0f}")
             record["sizes"][n] = {"mac_per_voxel_naive": naive, "mac_per_voxel_folded": folded, "paths": rows}
