@@ -156,4 +156,3 @@ def test_dispatch_on_cpu(spread):
         kernels.select("cpu", "triton")
     with pytest.raises(ValueError):
         kernels.select("cpu", "cudnn")
-
