@@ -74,6 +74,8 @@ MAX_SPECTRA = 2
 # kernels, whose kernel spectra are small (128³ tile, 2 threads: 0.41–0.44 s vs 0.42–0.46 s, 3 A/B runs).
 SUBTILE_BATCH = 2
 SUBTILE_BATCH_NATIVE = 1
+# The C kernels (kernels/native.c) fill 8-voxel vectors along x: narrower outputs take the torch code.
+NATIVE_MIN_WIDTH = 8
 
 
 def _leaky_(y: torch.Tensor, slope: float) -> torch.Tensor:
@@ -235,15 +237,21 @@ class _FFTBlock:
         self.b_w_cl = self.b_w.contiguous(memory_format=torch.channels_last_3d)
         self.native_mix = None           # kernels/native.c's mix_xdirect, set by FusedCPUKernel when built
 
+    def _cached_spectrum(self, key, compute):
+        """self._spectra[key], computed by `compute()` on first use; at most MAX_SPECTRA are kept (tiles of
+        many shapes: memory stays bounded)."""
+        if key not in self._spectra:
+            if len(self._spectra) >= MAX_SPECTRA:
+                self._spectra.pop(next(iter(self._spectra)))
+            self._spectra[key] = compute()
+        return self._spectra[key]
+
     def spectrum(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """Kernel spectra for FFT size `shape`: (2, Nz·Ny·(Nx//2+1), F_out, F_in) complex."""
-        if shape not in self._spectra:
-            if len(self._spectra) >= MAX_SPECTRA:                 # tiles of many shapes: keep memory bounded
-                self._spectra.pop(next(iter(self._spectra)))
-            ker = self._kernels.to(self.fft_dtype)
-            spec = torch.fft.rfftn(ker, s=shape, dim=(-3, -2, -1))                   # (2, Fo, Fi, …)
-            self._spectra[shape] = spec.flatten(3).permute(0, 3, 1, 2).contiguous()   # (2, Fq, Fo, Fi)
-        return self._spectra[shape]
+        def compute():
+            spec = torch.fft.rfftn(self._kernels.to(self.fft_dtype), s=shape, dim=(-3, -2, -1))  # (2, Fo, Fi, …)
+            return spec.flatten(3).permute(0, 3, 1, 2).contiguous()                         # (2, Fq, Fo, Fi)
+        return self._cached_spectrum(shape, compute)
 
     def mixing_for(self, threads: int) -> str:
         """The mixing a call with `threads` torch threads uses ('auto' resolved)."""
@@ -263,7 +271,7 @@ class _FFTBlock:
 
     def _uses_x(self, out_width: int) -> bool:
         """Whether `_conv_fft` runs the x-direct C path (else the 3D FFT path) for this output width."""
-        return self.native_mix is not None and self.fft_dtype == torch.float32 and out_width >= 8
+        return self.native_mix is not None and self.fft_dtype == torch.float32 and out_width >= NATIVE_MIN_WIDTH
 
     def _mix(self, xf: torch.Tensor, shape) -> torch.Tensor:
         """Per-frequency F×F complex mixing of both branches: xf (nb, 2, F_in, Fq) → (nb, 2, F_out, Fq).
@@ -315,10 +323,7 @@ class _FFTBlock:
     def spectrum_x(self, zy: tuple[int, int]) -> tuple[np.ndarray, ...]:
         """Kernel spectra over (z, y) only, for `_conv_fft_x`: (A re, A im, B re, B im), each float32
         (Nz·(Ny//2+1), F_in, taps, F_out) with k taps (A) or kb taps (B) along x; B zero-padded to k² in (z, y)."""
-        key = ("x", *zy)
-        if key not in self._spectra:
-            if len(self._spectra) >= MAX_SPECTRA:
-                self._spectra.pop(next(iter(self._spectra)))
+        def compute():
             f, k, kb, m = self.f, self.k, self.kb, self.m
             wb = torch.zeros(f, f, k, k, kb, dtype=torch.float64)
             wb[:, :, m:m + kb, m:m + kb] = self.b_w.double()
@@ -327,8 +332,8 @@ class _FFTBlock:
                 spec = torch.fft.rfftn(w.flip(-3, -2), s=zy, dim=(-3, -2))              # (Fo, Fi, Nz, Nyh, taps)
                 spec = spec.permute(2, 3, 1, 4, 0).reshape(-1, f, w.shape[-1], f)      # (P, Fi, taps, Fo)
                 parts += [spec.real.float().contiguous().numpy(), spec.imag.float().contiguous().numpy()]
-            self._spectra[key] = (*parts, (self._bias.double() * math.prod(zy)).float().numpy())
-        return self._spectra[key]
+            return (*parts, (self._bias.double() * math.prod(zy)).float().numpy())
+        return self._cached_spectrum(("x", *zy), compute)
 
     def _conv_fft_x(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
         """As `_conv_fft`, with 2D FFTs over (z, y) and the x taps applied directly in that domain by the C
@@ -347,7 +352,8 @@ class _FFTBlock:
                         y.ctypes.data, work.ctypes.data)
         o = k - 1
         y = scipy.fft.ifft(y, axis=-3, workers=workers, overwrite_x=True)[:, :, o:o + oz]
-        return torch.from_numpy(scipy.fft.irfft(y, n=zy[1], axis=-2, workers=workers, overwrite_x=True)[:, :, :, o:o + oy])
+        y = scipy.fft.irfft(y, n=zy[1], axis=-2, workers=workers, overwrite_x=True)[:, :, :, o:o + oy]
+        return torch.from_numpy(y)
 
     def _conv_fft(self, r: torch.Tensor, out_shape, fft_shape) -> torch.Tensor:
         """r (nb, 2F, d, h, w) reduced fields → (nb, 2F, *out_shape) valid k³ correlations."""
@@ -379,8 +385,11 @@ class _FFTBlock:
 
     def from_reduced(self, r: torch.Tensor, x0: torch.Tensor, fft_shape=None) -> torch.Tensor:
         """The block from its reductions r (nb, 3F, d, h, w) and input channel 0 x0 (nb, 1, d, h, w)."""
-        ab, res, c = self.branches(r, x0, fft_shape)
-        out = torch.empty(ab.shape[0], 3 * self.f, *ab.shape[2:], dtype=r.dtype)
+        return self.epilogue(*self.branches(r, x0, fft_shape))
+
+    def epilogue(self, ab: torch.Tensor, res: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The block output from `branches`' parts: leaky(concat(A + res, B + res, C)), (nb, 3F, …)."""
+        out = torch.empty(ab.shape[0], 3 * self.f, *ab.shape[2:], dtype=ab.dtype)
         torch.add(ab, res, out=out[:, :2 * self.f])
         out[:, 2 * self.f:] = c
         return _leaky_(out, self.slope)
@@ -408,10 +417,8 @@ class _NativeBlock1Reduce:
 
     x (nb, 1, d, h, w) → (r, y0): r (nb, 3F, d−2t, …) = block 2's reductions of block 1's output, y0
     (nb, 1, d−2t, …) = block 1's output channel 0; block 1's 3F-channel output never reaches memory. The C
-    function computes 8 voxels along x at a time, so the output width d−2t must be ≥ MIN_WIDTH (`fits`).
+    function computes 8 voxels along x at a time, so the output width d−2t must be ≥ NATIVE_MIN_WIDTH.
     """
-
-    MIN_WIDTH = 8
 
     def __init__(self, first: _FoldedBlock, second: _FFTBlock, spec: GeneratorSpec, lib):
         f, k, kb = spec.filters, spec.big_kernel, spec.small_kernel
@@ -423,9 +430,6 @@ class _NativeBlock1Reduce:
         self.w_c, self.b_c = first.w_c[:, 0].contiguous(), first.b_c.contiguous()
         self.w_red, self.b_red = second.w_red.t().contiguous(), second.b_red.contiguous()  # (3F in, 3F out)
         self.t, self.slope, self.fn = first.t, float(spec.slope), lib.block1_reduce
-
-    def fits(self, out_width: int) -> bool:
-        return out_width >= self.MIN_WIDTH
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.contiguous()
@@ -444,19 +448,14 @@ class _NativeEpilogueTail:
     """The last block's residual add and leaky ReLU fused with the pointwise tail, in C (kernels/native.c).
 
     (ab, res, c) as `_FFTBlock.branches` returns them → (nb, 1, sz, sy, sx); the 3F-channel block output is
-    never written to memory. Needs sx ≥ MIN_WIDTH (`fits`).
+    never written to memory. Needs sx ≥ NATIVE_MIN_WIDTH.
     """
-
-    MIN_WIDTH = 8
 
     def __init__(self, tail: list, out_w: torch.Tensor, out_b: torch.Tensor, spec: GeneratorSpec, lib):
         layers = [*tail, (out_w, out_b)]
         self.w = torch.cat([w.t().contiguous().flatten() for w, _ in layers])     # each (in, out)
         self.b = torch.cat([b.flatten() for _, b in layers]).contiguous()
         self.slope, self.fn = float(spec.slope), lib.epilogue_tail
-
-    def fits(self, out_width: int) -> bool:
-        return out_width >= self.MIN_WIDTH
 
     def __call__(self, ab: torch.Tensor, res: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ab, res, c = (v if v.stride(-1) == 1 else v.contiguous() for v in (ab, res, c))
@@ -604,7 +603,7 @@ class FusedCPUKernel:
         # The C kernels run on one thread whatever torch's setting, so results do not depend on the thread count.
         last = len(self.blocks) - 1
         start, y, r = 0, x, None
-        if self.native_block1 is not None and self.native_block1.fits(x.shape[-1] - 2 * self.native_block1.t):
+        if self.native_block1 is not None and x.shape[-1] - 2 * self.native_block1.t >= NATIVE_MIN_WIDTH:
             r, y = self.native_block1(x)             # block 2's reductions, block 1's output channel 0
             start = 1
         for i, block in enumerate(self.blocks[start:], start=start):
@@ -613,7 +612,7 @@ class FusedCPUKernel:
                 continue
             r = block.reduce(y) if r is None else r
             fft_shape = self._fft_shape(sub, s, i)
-            if i == last and self.native_tail is not None and self.native_tail.fits(sub[-1]):
+            if i == last and self.native_tail is not None and sub[-1] >= NATIVE_MIN_WIDTH:
                 return self.native_tail(*block.branches(r, y[:, :1], fft_shape))
             y, r = block.from_reduced(r, y[:, :1], fft_shape), None
         nb = y.shape[0]

@@ -1,13 +1,14 @@
-"""Build and load the hand-vectorised C kernel (kernels/native.c) with the system C compiler, at first use.
+"""Build and load the hand-vectorised C kernels (kernels/native.c) with the system C compiler, at first use.
 
 `library(filters, big_kernel, small_kernel, tail_widths)` returns the compiled library (ctypes; its functions
-`block1_reduce`, `mix_xdirect` and `epilogue_tail` release the GIL while they run) or None where it cannot be had, with the
-reason in `unavailable_reason()`. It is built once per architecture and machine: `$CC` (default `cc`) with `-O3 -march=native -ffp-contract=fast` (without
--march=native where the compiler refuses it), into `$HALOPAINT_CACHE/native` (default
-`~/.cache/halopaint/native`) under a name hashed from the source, the flags, the compiler's version and the
-CPU's identity, so that a shared home directory serves machines with different instruction sets. A build
-writes to a private temporary file and renames it into place: concurrent MPI ranks never load a partial file.
-`HALOPAINT_NATIVE=0` disables it (the fused CPU path then runs block 1 through torch/oneDNN).
+`block1_reduce`, `mix_xdirect` and `epilogue_tail` release the GIL while they run) or None where it cannot be
+had, with the reason in `unavailable_reason()`. It is built once per architecture and machine: `$CC` (default
+`cc`) with `-O3 -march=native -ffp-contract=fast` (without -march=native where the compiler refuses it), into
+`$HALOPAINT_CACHE/native` (default `~/.cache/halopaint/native`) under a name hashed from the source, the
+flags, the compiler's version and the CPU's identity, so that a shared home directory serves machines with
+different instruction sets. A build writes to a private temporary file and renames it into place: concurrent
+MPI ranks never load a partial file. `HALOPAINT_NATIVE=0` disables them (the fused CPU path then runs its
+torch/oneDNN and numba code alone).
 """
 
 from __future__ import annotations

@@ -81,8 +81,8 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None,
         from kernels.cpu import FusedCPUKernel
         paths["cpu-fft"] = FusedCPUKernel(params, spec, device, conv="fft")
         print(f"# cpu-fft: {paths['cpu-fft'].native_status}")
-        # the same with block 1 and block 2's reductions through torch/oneDNN instead of kernels/native.c
-        paths["cpu-fft-torch-b1"] = FusedCPUKernel(params, spec, device, conv="fft", native=False)
+        # the same without the C kernels of kernels/native.c: torch/oneDNN and numba only
+        paths["cpu-fft-no-c"] = FusedCPUKernel(params, spec, device, conv="fft", native=False)
         paths["cpu-direct"] = FusedCPUKernel(params, spec, device, conv="direct")
     else:
         gen = Generator(spec).to(device).eval()

@@ -75,10 +75,7 @@ def main(argv=None) -> int:
     ab_slow = b2._conv_fft(r[:, :2 * spec.filters], out_shape, fft_shape)
 
     def torch_tail():
-        out = torch.empty(nb, 3 * spec.filters, *out_shape)
-        torch.add(ab, res, out=out[:, :2 * spec.filters])
-        out[:, 2 * spec.filters:] = c
-        torch.nn.functional.leaky_relu_(out, spec.slope)
+        out = b2.epilogue(ab, res, c)
         return slow._tail(out.reshape(nb, out.shape[1], -1)).view(nb, 1, *out_shape)
 
     parts = {
