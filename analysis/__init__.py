@@ -11,13 +11,13 @@ Notebook API (numpy or Dask (N, N, N) arrays; box_size [Mpc/h], k [h/Mpc]):
 - `report.run(SpectraConfig)`: everything `halopaint spectra` does.
 """
 
-from analysis.baseline import Baseline, fit_linear_bias, lpt_baseline
-from analysis.bispectrum import Bispectrum, bispectrum
-from analysis.ensemble import Ensemble, PatchSource, patch_ensemble
-from analysis.fft import field_from_h5, irfftn, rfftn
-from analysis.pdf import CountPDF, count_pdf
-from analysis import report  # noqa: E402  (analysis.report.run: the whole `halopaint spectra`)
-from analysis.spectra import (CrossStatistics, PowerSpectrum, cross_from_spectra, cross_statistics,
+from halopaint.analysis.baseline import Baseline, fit_linear_bias, lpt_baseline
+from halopaint.analysis.bispectrum import Bispectrum, bispectrum
+from halopaint.analysis.ensemble import Ensemble, PatchSource, patch_ensemble
+from halopaint.analysis.fft import field_from_h5, irfftn, rfftn
+from halopaint.analysis.pdf import CountPDF, count_pdf
+from halopaint.analysis import report  # noqa: E402  (halopaint.analysis.report.run: the whole `halopaint spectra`)
+from halopaint.analysis.spectra import (CrossStatistics, PowerSpectrum, cross_from_spectra, cross_statistics,
                               poisson_level, power_spectrum)
 
 __all__ = ["report", "power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.spectra import CrossStatistics, cross_from_spectra
-from engine.errors import HalopaintError
+from halopaint.analysis.spectra import CrossStatistics, cross_from_spectra
+from halopaint.errors import HalopaintError
 
 
 @dataclass

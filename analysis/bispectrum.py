@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
-from analysis import fft as dfft
-from analysis.spectra import _as_field, mas_order, mas_window_inverse
-from engine.errors import HalopaintError
+from halopaint.analysis import fft as dfft
+from halopaint.analysis.spectra import _as_field, mas_order, mas_window_inverse
+from halopaint.errors import HalopaintError
 
 
 @dataclass
@@ -81,7 +81,7 @@ def _shell_fields(field_k: da.Array, n: int, k: float, kf: float, comp: int, sca
 
 def bispectrum_k(field_k: da.Array, box_size: float, k1: float, k2: float, thetas, *, mas: str | None = None,
                  scale: float = 1.0, scheduler=None, progress: bool = False, theta_batch: int = 8) -> Bispectrum:
-    """Bispectrum from an rfft field (`analysis.fft.rfftn`); `scale` multiplies δ_k (e.g. N³/Σn for counts)."""
+    """Bispectrum from an rfft field (`halopaint.analysis.fft.rfftn`); `scale` multiplies δ_k (e.g. N³/Σn for counts)."""
     n = field_k.shape[0]
     kf = 2.0 * np.pi / box_size
     thetas = np.atleast_1d(np.asarray(thetas, dtype=np.float64))
@@ -147,8 +147,8 @@ def bispectrum(delta, box_size: float, k1: float, k2: float, thetas, mas: str | 
 
 
 def paper_configurations() -> tuple[tuple[float, float], ...]:
-    """Default (k1, k2) [h/Mpc] pairs (see engine.config.SpectraConfig.bispectrum_configs)."""
-    from engine.config import SpectraConfig
+    """Default (k1, k2) [h/Mpc] pairs (see halopaint.config.SpectraConfig.bispectrum_configs)."""
+    from halopaint.config import SpectraConfig
     return SpectraConfig().bispectrum_configs
 
 

@@ -3,7 +3,7 @@
 The paper reports its statistics over 1000 patches of 400 Mpc/h. Here M sub-cubes of m voxels per side
 are drawn with corners uniform on the grid (seeded), read periodically (wrapping) straight from the
 HDF5 files, and each patch is analysed as its own periodic box (δ relative to the patch mean, P(k) in the
-conventions of `analysis.spectra`, box = m·H) — one Dask task per patch, any scheduler.
+conventions of `halopaint.analysis.spectra`, box = m·H) — one Dask task per patch, any scheduler.
 A patch in which a field is empty (mean 0) has undefined δ and r_c: it is excluded and counted.
 """
 
@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import scipy.fft
 
-from analysis import fft as dfft
-from analysis.spectra import _bin_block, _finalise, mas_order
-from engine.errors import HalopaintError
+from halopaint.analysis import fft as dfft
+from halopaint.analysis.spectra import _bin_block, _finalise, mas_order
+from halopaint.errors import HalopaintError
 
 
 def _ranges(start: int, size: int, n: int) -> list[tuple[int, int, int]]:

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import scipy.fft
 
-from engine.errors import HalopaintError
+from halopaint.errors import HalopaintError
 
 
 # --------------------------------------------------------------------------------------------------

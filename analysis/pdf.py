@@ -12,8 +12,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from analysis import fft as dfft
-from engine.errors import HalopaintError
+from halopaint.analysis import fft as dfft
+from halopaint.errors import HalopaintError
 
 
 @dataclass

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine.fields import atomic_path  # noqa: E402
+from halopaint.fields import atomic_path  # noqa: E402
 
 STYLE = {"pred": dict(color="C3", label="prediction"), "ref": dict(color="k", label="reference (N-body)"),
          "lpt": dict(color="C0", ls="--", label="2LPT baseline b·δ")}

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import fft as dfft
-from analysis.baseline import lpt_baseline
-from analysis.bispectrum import bispectrum_k, default_thetas
-from analysis.ensemble import PatchSource, patch_ensemble
-from analysis.pdf import count_pdf
-from analysis.spectra import cross_from_spectra, mas_order, spectra
-from engine.config import SpectraConfig
-from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldInfo, atomic_path
+from halopaint.analysis import fft as dfft
+from halopaint.analysis.baseline import lpt_baseline
+from halopaint.analysis.bispectrum import bispectrum_k, default_thetas
+from halopaint.analysis.ensemble import PatchSource, patch_ensemble
+from halopaint.analysis.pdf import count_pdf
+from halopaint.analysis.spectra import cross_from_spectra, mas_order, spectra
+from halopaint.config import SpectraConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile, FieldInfo, atomic_path
 
 SUMMARY_K = (0.05, 0.1, 0.2)  # [h/Mpc] where the summary quotes T, r_c, s
 
@@ -135,7 +135,7 @@ def write_tree(tree: dict, path: Path, fmt: str, root_attrs: dict) -> None:
     if fmt == "json":
         _atomic_write_text(path, json.dumps(_jsonable({"attrs": root_attrs, **tree}), indent=1))
         return
-    from engine.fields import atomic_h5
+    from halopaint.fields import atomic_h5
 
     def put(group, sub: dict) -> None:
         for key, value in sub.items():
@@ -415,7 +415,7 @@ def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) ->
 
 
 def _figures(config, out, tree, pdfs, bispectra, ensembles, slices, pred) -> dict:
-    from analysis import plots
+    from halopaint.analysis import plots
     figs = {}
     figs["slices"] = plots.plot_slices(out / "slices.png", slices, pred)
     figs["power"] = plots.plot_power(out / "power.png", tree["power"]["sum"], tree.get("ensemble", {}).get("sum"),

@@ -22,8 +22,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from analysis import fft as dfft
-from engine.errors import HalopaintError
+from halopaint.analysis import fft as dfft
+from halopaint.errors import HalopaintError
 
 MAS_ORDER = {"none": 0, "ngp": 1, "cic": 2}
 
@@ -289,7 +289,7 @@ def spectra(fields_k: list[da.Array], box_size: float, pairs: list[tuple[int, in
             scheduler=None, progress: bool = False):
     """All requested (cross) spectra of k-space fields in one pass over the data.
 
-    fields_k: rfft arrays from `analysis.fft.rfftn`. pairs: (i, j) index pairs (i == j: auto).
+    fields_k: rfft arrays from `halopaint.analysis.fft.rfftn`. pairs: (i, j) index pairs (i == j: auto).
     contrast_from_dc: the fields are raw (counts, ρ/ρ̄); δ = f/f̄ − 1 with f̄ = DC/N³ from the same FFT
     (an empty field, f̄ = 0, is an error). Returns (k, nmodes, [P per pair], means or None).
     """

@@ -1,3 +1,3 @@
 """halopaint runtime: simulator, model, distributed painting, training and the CLI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.errors import HalopaintError
-from engine.fields import FieldFile, file_provenance, same_voxel_size
-from engine.model import ModelBundle
-from engine.paint import paint_whole_box
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile, file_provenance, same_voxel_size
+from halopaint.model import ModelBundle
+from halopaint.paint import paint_whole_box
 
 OUTPUT_LAYER = "out"  # name of the generator's last conv (followed by ReLU) in its state_dict
 

@@ -33,18 +33,37 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="halopaint",
         description="Paint dark-matter halo count fields from 2LPT density fields "
                     "(Kodi Ramanah, Charnock & Lavaux 2019) at survey scale.")
-    from engine import __version__
+    from halopaint import __version__
     parser.add_argument("--version", action="version", version=f"halopaint {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary)
+        p = sub.add_parser(name, help=summary, description=summary, parents=[_verbosity_parser()])
         if name == only:
             _module(name).add_arguments(p)
     return parser
 
 
+def _verbosity_parser() -> argparse.ArgumentParser:
+    """--quiet / --verbose, shared by every command (see halopaint.log)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="warnings and errors only; no progress bars")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="debug records, from every rank under MPI")
+    return parent
+
+
+def _configure_logging(args) -> None:
+    from halopaint.launch import discover
+    from halopaint.log import NORMAL, QUIET, VERBOSE, configure
+    info = discover()
+    verbosity = QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
+    configure(args.command, verbosity, rank=info.rank, world=info.world_size)
+
+
 def _module(name: str):
-    return importlib.import_module(f"engine.commands.{name}")
+    return importlib.import_module(f"halopaint.commands.{name}")
 
 
 def _report(command: str, message: str) -> None:
@@ -58,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
-    from engine.errors import HalopaintError
+    from halopaint.errors import HalopaintError
+    _configure_logging(args)
     try:
-        from engine.allocator import tune_malloc
+        from halopaint.allocator import tune_malloc
         tune_malloc()                       # freed sub-tile buffers stay mapped (engine/allocator.py)
         return int(_module(args.command).run(args) or 0)
     except (HalopaintError, ValueError) as exc:
@@ -72,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(command: str, exc) -> None:
     """Report and exit non-zero on every rank, without leaving other ranks hanging."""
-    from engine.launch import discover
+    from halopaint.launch import discover
     info = discover()
     collective = bool(getattr(exc, "collective", False))
     if not info.is_distributed:

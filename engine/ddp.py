@@ -19,8 +19,8 @@ import socket
 import torch
 import torch.distributed as dist
 
-from engine.errors import HalopaintError
-from engine.launch import LaunchInfo
+from halopaint.errors import HalopaintError
+from halopaint.launch import LaunchInfo
 
 
 def _free_port() -> int:

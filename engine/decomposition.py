@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import HalopaintError
+from halopaint.errors import HalopaintError
 
 MIN_GRID = 25  # smallest N painted: below this the periodic box is smaller than a few receptive fields
 

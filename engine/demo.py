@@ -9,7 +9,7 @@
 
 The simulate and paint stages run the real CLI in subprocesses (the same commands a user types, painting
 under mpiexec), so the demo exercises exactly what production runs and each stage's peak memory is
-measured on its own; the statistics call `analysis.report.run`, which is what `halopaint spectra` runs.
+measured on its own; the statistics call `halopaint.analysis.report.run`, which is what `halopaint spectra` runs.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.config import DemoConfig, SpectraConfig
-from engine.errors import HalopaintError
-from engine.model import ModelBundle
+from halopaint.config import DemoConfig, SpectraConfig
+from halopaint.errors import HalopaintError
+from halopaint.model import ModelBundle
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _say(message: str) -> None:
 
 
 def _halopaint_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "halopaint.cli", *args]
 
 
 def _mpiexec() -> str:
@@ -112,7 +112,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     _run_stage(f"paint held-out box on {cfg.ranks} ranks", _paint_cmd(cfg, truth, painted_truth), log, env)
     _run_stage(f"paint large box on {cfg.ranks} ranks", _paint_cmd(cfg, big, painted_big), log, env)
 
-    from analysis.report import run as run_spectra
+    from halopaint.analysis.report import run as run_spectra
     spectra_dirs = {"heldout": out / "spectra_heldout", "large": out / "spectra_large"}
     t0 = time.perf_counter()
     _say("statistics of the held-out box against the N-body truth and the 2LPT baseline (Dask)")

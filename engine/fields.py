@@ -24,9 +24,9 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from engine import __version__
-from engine.config import Cosmology
-from engine.errors import HalopaintError
+from halopaint import __version__
+from halopaint.config import Cosmology
+from halopaint.errors import HalopaintError
 
 # Two grids have the same voxel size within this relative tolerance (box sizes round-trip through text).
 VOXEL_SIZE_RTOL = 1e-6

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import HalopaintError
+from halopaint.errors import HalopaintError
 
 _LAUNCHERS = (
     # name, rank, size, local rank, local size

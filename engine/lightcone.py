@@ -19,7 +19,7 @@ comoving distance [Mpc/h], cosmological redshift (the painted field has no veloc
 distortions) and mass bin. Each (snapshot, x-plane, replica) draws from its own stream
 SeedSequence(seed, snapshot, plane, replica), so the catalogue does not depend on the number of ranks.
 
-MPI. x-planes are split into slabs (engine.decomposition.SlabPlan, no ghosts); each rank reads and
+MPI. x-planes are split into slabs (halopaint.decomposition.SlabPlan, no ghosts); each rank reads and
 accumulates its own planes; maps are summed onto rank 0 (float64), catalogue columns gathered there, and
 rank 0 writes the file atomically.
 """
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
-from engine.config import Cosmology, LightconeConfig
-from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldInfo, atomic_h5, atomic_path, check_writable, file_provenance, \
+from halopaint.config import Cosmology, LightconeConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile, FieldInfo, atomic_h5, atomic_path, check_writable, file_provenance, \
     read_info, standard_attrs
-from engine.sim.cosmology import LinearCosmology
+from halopaint.sim.cosmology import LinearCosmology
 
 C_OVER_H0 = 2997.92458          # c / H0 [Mpc/h]
 FLUSH_ENTRIES = 1 << 22         # (pixel, weight) pairs buffered before one bincount into the maps
@@ -347,7 +347,7 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     multi-rank launch, else serial). Rank 0 writes `cfg.out` and returns the summary; other ranks None."""
     hp = _healpy()
     if comm is None:
-        from engine.launch import discover
+        from halopaint.launch import discover
         comm = _comm() if discover().is_distributed else None
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     t0 = time.perf_counter()
@@ -363,7 +363,7 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     plan = plan_shells(cfg, [i.redshift for i in infos], dist)
     geo = _Geometry(first.grid, first.box_size, np.asarray(cfg.observer, dtype=np.float64), plan, cfg.nside)
     reps = replicas(geo.observer, geo.box, plan.chi_edges[0], plan.chi_edges[-1] + geo.voxel, cfg.max_replicas)
-    from engine.decomposition import SlabPlan
+    from halopaint.decomposition import SlabPlan
     x0, x1 = SlabPlan(grid=first.grid, ranks=size, ghost=0).bounds(rank)   # ranks beyond N hold no planes
     npix = geo.npix
     acc = _MapAccumulator(len(bins), plan.count * npix)

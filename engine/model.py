@@ -2,7 +2,7 @@
 
 - `Generator()`: two residual Inception blocks + four 1×1×1 convs + 1×1×1 output with ReLU,
   32,081 parameters, input side n+8 → output side n (ghost width 4). Its forward *is*
-  `kernels.reference.generator_forward`, so the weights every kernel reads are this module's state_dict.
+  `halopaint.kernels.reference.generator_forward`, so the weights every kernel reads are this module's state_dict.
 - `Critic()`: valid convs 7³/2 (1→8), 5³ (8→16), 3³/2 (16→32), 1³ (32→64), leaky ReLU 0.1, linear → 1.
 - `ModelBundle`: one generator per mass bin + metadata, saved as one torch file loaded with
   `weights_only=True` (no code from the file is ever executed).
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import Cosmology, DensityRecipe
-from engine.errors import HalopaintError
-from engine.fields import atomic_path
-from kernels.reference import GeneratorSpec, generator_forward
+from halopaint.config import Cosmology, DensityRecipe
+from halopaint.errors import HalopaintError
+from halopaint.fields import atomic_path
+from halopaint.kernels.reference import GeneratorSpec, generator_forward
 
 BUNDLE_FORMAT = "halopaint-model-bundle"
 BUNDLE_VERSION = 1

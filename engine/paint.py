@@ -1,7 +1,7 @@
 """The distributed paint driver: plan → read own planes → ghost exchange → tiles → kernels → write.
 
 One process per MPI rank (mpiexec, srun, or alone). Rank r owns the x-planes [x0, x1) of the N³ input
-(engine.decomposition). It reads only those planes, receives its 2g ghost planes from its neighbours, and
+(halopaint.decomposition). It reads only those planes, receives its 2g ghost planes from its neighbours, and
 paints its slab in tiles sized so that one tile's input, 30-channel activations and output fit
 `--max-memory`. Every tile is padded from what the rank holds (own planes from the file, x-ghosts from
 memory, y/z wrapped periodically), so tiles are independent and the field equals a whole-box periodic
@@ -31,13 +31,13 @@ import h5py
 import numpy as np
 import torch
 
-from engine.allocator import retained_bytes
-from engine.config import DensityRecipe, PaintConfig
-from engine.decomposition import SlabPlan, exchange_ghosts, periodic_ranges, plan_slabs
-from engine.errors import HalopaintError
-from engine.fields import (FieldFile, FieldInfo, check_writable, read_info, same_voxel_size, standard_attrs,
+from halopaint.allocator import retained_bytes
+from halopaint.config import DensityRecipe, PaintConfig
+from halopaint.decomposition import SlabPlan, exchange_ghosts, periodic_ranges, plan_slabs
+from halopaint.errors import HalopaintError
+from halopaint.fields import (FieldFile, FieldInfo, check_writable, read_info, same_voxel_size, standard_attrs,
                            temporary_path)
-from engine.model import ModelBundle, resolve_model_path
+from halopaint.model import ModelBundle, resolve_model_path
 
 # Resident memory of a rank outside the tiles (Python, torch, h5py, MPI): measured ≈ 0.3–0.4 GB on CPU.
 RUNTIME_OVERHEAD_BYTES = 512 * 1024**2
@@ -280,7 +280,7 @@ def paint_whole_box(bundle: ModelBundle, density: np.ndarray, bins=None) -> np.n
 
     Returns (n_bins, N, N, N) float32. Whole box in memory: for tests and small boxes only.
     """
-    from kernels.reference import generator_forward
+    from halopaint.kernels.reference import generator_forward
     bins = range(bundle.n_bins) if bins is None else bins
     g = bundle.ghost_width
     x = normalise_input(np.pad(np.asarray(density, np.float32), g, mode="wrap"), bundle)
@@ -433,7 +433,7 @@ def _kill_hook(rank: int) -> int | None:
 
 def _place(comm, device_pref: str):
     """This rank's device and CPU threads (node-local rank from an MPI shared-memory split)."""
-    from engine.launch import LaunchInfo, configure_threads, discover, mpi_local_placement, select_device
+    from halopaint.launch import LaunchInfo, configure_threads, discover, mpi_local_placement, select_device
     info = discover()
     if comm.Get_size() > 1:
         local_rank, local_size = mpi_local_placement(comm)
@@ -451,7 +451,7 @@ class _Setup:
     bins: tuple[int, ...]
     tile: TileShape
     warnings: list[str]
-    factory: object                      # kernels.select(device, --kernels): factory(params, spec, device)
+    factory: object                      # halopaint.kernels.select(device, --kernels): factory(params, spec, device)
     kernel_bytes: int                    # the kernel's tile-independent memory on this rank's threads
 
     @property
@@ -465,7 +465,7 @@ class _Setup:
 
 def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | None = None) -> _Setup:
     """Validate model, input and plan (same on every rank; raises PaintError/HalopaintError)."""
-    import kernels
+    import halopaint.kernels
     bundle = ModelBundle.load(cfg.model)
     info = None
     warnings: list[str] = []
@@ -479,7 +479,7 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
     plan = plan_slabs(grid, ranks, bundle.ghost_width)
     bins = resolve_bins(cfg.mass_bins, bundle.n_bins)
     try:
-        factory = kernels.select(device, cfg.kernels)
+        factory = halopaint.kernels.select(device, cfg.kernels)
     except ValueError as exc:
         raise PaintError(f"--kernels: {exc}") from None
     threads = torch.get_num_threads()

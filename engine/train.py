@@ -10,7 +10,7 @@ log-likelihood of the true counts given the painted expected counts (`poisson_nl
 `adversarial_weight = 0` the critic is skipped entirely (pure supervised regression, cheapest on CPU).
 
 Parallelism: each rank owns one stream of patches per bin, seeded from (seed, rank, bin). Gradients are
-averaged with one all-reduce per optimiser step (engine.ddp.GradientSync), so W ranks do exactly the
+averaged with one all-reduce per optimiser step (halopaint.ddp.GradientSync), so W ranks do exactly the
 global work of one process holding W streams (`Trainer(..., streams=range(W))`, used by the tests).
 
 Files next to `--out MODEL`: MODEL (the bundle, rewritten at every checkpoint), MODEL.ckpt (atomic
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import kernels
-from engine.config import Cosmology, DensityRecipe, TrainConfig
-from engine.errors import HalopaintError
-from engine.fields import (FieldFile, FieldFileError, atomic_path, check_writable, file_provenance, file_sha256,
+import halopaint.kernels
+from halopaint.config import Cosmology, DensityRecipe, TrainConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import (FieldFile, FieldFileError, atomic_path, check_writable, file_provenance, file_sha256,
                            same_voxel_size)
-from engine.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
+from halopaint.model import (BundleMetadata, Critic, Generator, InputNormalisation, ModelBundle,
                           atomic_torch_save, resolve_model_path)
-from engine.patches import PatchSampler, Region
+from halopaint.patches import PatchSampler, Region
 
 CHECKPOINT_FORMAT = "halopaint-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -330,7 +330,7 @@ class BinTrainer:
         out = {}
         gen = self.shipped_generator()
         # validation paints through the paint engine's kernels (the fastest correct path on this device)
-        paint = kernels.select(self.device, "auto")(gen.state_dict(), gen.spec, self.device)
+        paint = halopaint.kernels.select(self.device, "auto")(gen.state_dict(), gen.spec, self.device)
         for name, (d, h) in self.eval_sets.items():
             real = self._tensor(h)
             fake = torch.cat([paint(self._input(d[i:i + 1])).to(real) for i in range(len(d))])
@@ -595,8 +595,8 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
 
 def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> dict:
     """Run `halopaint train`: returns a summary dict (rank 0) with the final evaluation per bin."""
-    from engine.ddp import GradientSync, init_distributed
-    from engine.launch import configure_threads, discover, select_device
+    from halopaint.ddp import GradientSync, init_distributed
+    from halopaint.launch import configure_threads, discover, select_device
 
     info = discover()
     device = select_device(cfg.device, info.local_rank)

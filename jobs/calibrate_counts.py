@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.calibrate import calibrate_counts  # noqa: E402
-from engine.errors import HalopaintError  # noqa: E402
-from engine.model import ModelBundle  # noqa: E402
+from halopaint.calibrate import calibrate_counts  # noqa: E402
+from halopaint.errors import HalopaintError  # noqa: E402
+from halopaint.model import ModelBundle  # noqa: E402
 
 
 def main(argv=None) -> int:

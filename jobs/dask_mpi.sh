@@ -26,7 +26,7 @@ initialize(nthreads=int(os.environ.get("DASK_MPI_THREADS", "1")),
 from distributed import Client  # noqa: E402
 
 client = Client()
-from engine.cli import main  # noqa: E402
+from halopaint.cli import main  # noqa: E402
 
 try:
     code = main(["spectra", *sys.argv[1:]])

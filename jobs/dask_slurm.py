@@ -48,7 +48,7 @@ def main() -> int:
         cluster.scale(jobs=args.jobs)
         with Client(cluster) as client:
             client.wait_for_workers(1, timeout=args.timeout)
-            from engine.cli import main as cli
+            from halopaint.cli import main as cli
             try:
                 return cli(["spectra", *rest, "--scheduler", cluster.scheduler_address])
             except SystemExit as exc:

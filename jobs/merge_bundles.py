@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.errors import HalopaintError  # noqa: E402
-from engine.model import ModelBundle, merge_bundles  # noqa: E402
-from engine.train import init_provenance  # noqa: E402
+from halopaint.errors import HalopaintError  # noqa: E402
+from halopaint.model import ModelBundle, merge_bundles  # noqa: E402
+from halopaint.train import init_provenance  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -11,5 +11,5 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / ranks > 0 ? cores / ranks
 if command -v mpiexec >/dev/null 2>&1; then
     exec mpiexec -n "$ranks" halopaint train --device cpu "$@"
 else
-    exec torchrun --standalone --nproc-per-node "$ranks" -m engine.cli train --device cpu "$@"
+    exec torchrun --standalone --nproc-per-node "$ranks" -m halopaint.cli train --device cpu "$@"
 fi

@@ -1,19 +1,19 @@
 """Inference kernels for the generator: one interface, several paths.
 
-A kernel is built from a generator's parameters (the `Generator` state_dict, see kernels.reference) and
+A kernel is built from a generator's parameters (the `Generator` state_dict, see halopaint.kernels.reference) and
 called on one tile: kernel(x) with x (B, C_in, n+2g, n+2g, n+2g) float32 → (B, 1, n, n, n) float32.
 
 `select(device, preference)` returns the factory of the fastest correct path available:
-  reference  kernels.reference.ReferenceKernel  nn.functional.conv3d, the truth (any device)
-  cpu        kernels.cpu.FusedCPUKernel         exact fusion + FFT convolution (CPU only)
-  triton     kernels.triton.TritonKernel        fused Triton kernels (CUDA only; optional extra)
+  reference  halopaint.kernels.reference.ReferenceKernel  nn.functional.conv3d, the truth (any device)
+  cpu        halopaint.kernels.cpu.FusedCPUKernel         exact fusion + FFT convolution (CPU only)
+  triton     halopaint.kernels.triton.TritonKernel        fused Triton kernels (CUDA only; optional extra)
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels.reference import GeneratorSpec, ReferenceKernel
+from halopaint.kernels.reference import GeneratorSpec, ReferenceKernel
 
 _FACTORIES = {"reference": ReferenceKernel}
 
@@ -24,14 +24,14 @@ def available(device: torch.device | str) -> list[str]:
     names = []
     if device.type == "cuda":
         try:
-            from kernels import triton as _triton  # noqa: F401
+            from halopaint.kernels import triton as _triton  # noqa: F401
             if _triton.AVAILABLE:
                 names.append("triton")
         except ImportError:
             pass
     if device.type == "cpu":
         try:
-            from kernels import cpu as _cpu  # noqa: F401
+            from halopaint.kernels import cpu as _cpu  # noqa: F401
             names.append("cpu")
         except ImportError:
             pass
@@ -43,10 +43,10 @@ def _factory(name: str):
     if name == "reference":
         return ReferenceKernel
     if name == "cpu":
-        from kernels.cpu import FusedCPUKernel
+        from halopaint.kernels.cpu import FusedCPUKernel
         return FusedCPUKernel
     if name == "triton":
-        from kernels.triton import TritonKernel
+        from halopaint.kernels.triton import TritonKernel
         return TritonKernel
     raise KeyError(name)
 

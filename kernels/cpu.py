@@ -1,4 +1,4 @@
-"""Fused CPU inference path for the generator: same weights and results as kernels.reference, less work.
+"""Fused CPU inference path for the generator: same weights and results as halopaint.kernels.reference, less work.
 
 What it does differently from the reference (every change is exact algebra, not an approximation):
 
@@ -23,7 +23,7 @@ What it does differently from the reference (every change is exact algebra, not 
   lower efficiency than GEMM: net ~1.3–2× faster than oneDNN `conv3d` here. `conv="direct"` uses
   `conv3d` (channels_last_3d) instead.
 - **Pointwise tail as one matrix chain** over the last block's output with in-place activations.
-- **Hand-vectorised C kernels** (kernels/native.c, compiled at first use by kernels.native; used when a C
+- **Hand-vectorised C kernels** (kernels/native.c, compiled at first use by halopaint.kernels.native; used when a C
   compiler works and the architecture has one input channel and ≥ 2 blocks, else the torch code above),
   8 voxels along x per vector register: block 1 fused with block 2's merged reductions (block 1's
   3F-channel output never reaches memory); the FFT blocks' convolutions with 2D FFTs over (z, y) and the x
@@ -37,7 +37,7 @@ per call from a few FFT-friendly sizes); memory is O(sub-tile batch × threads),
 torch's intra-op setting T is the caller's choice; on T > 1 the FFT path paints sub-tiles in T parallel
 single-threaded pipelines (each output voxel is owned by one sub-tile, so the result is bit-identical).
 
-Accuracy: fp32 throughout; measured ‖out−ref‖/‖ref‖ = 3e-7 … 4e-6 against kernels.reference (tests
+Accuracy: fp32 throughout; measured ‖out−ref‖/‖ref‖ = 3e-7 … 4e-6 against halopaint.kernels.reference (tests
 assert ≤ 1e-5); against a float64 reference the FFT path is as close as the fp32 reference itself.
 `fft_dtype=torch.float64` computes the FFT convolutions in double precision.
 """
@@ -54,7 +54,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from kernels.reference import GeneratorSpec
+from halopaint.kernels.reference import GeneratorSpec
 
 # FFT sizes N tried for the last block's sub-tiles (sub-tile output side = N − (k − 1)), with the
 # measured time per N³ voxels of one sub-tile relative to N = 32 (whole fused forward on tiles a multiple
@@ -469,7 +469,7 @@ class _NativeEpilogueTail:
 class FusedCPUKernel:
     """Fused CPU generator forward. kernel(x): (B, C_in, n+2g, …) float32 → (B, 1, n, n, n) float32.
 
-    params: the Generator state_dict (names as in kernels.reference); spec: its GeneratorSpec.
+    params: the Generator state_dict (names as in halopaint.kernels.reference); spec: its GeneratorSpec.
     conv: 'fft' (default) or 'direct' for the unfolded blocks' spatial convolutions.
     subtile: output side of one sub-tile (None: chosen per call among FFT-friendly sizes).
     fft_dtype: torch.float32 (default) or torch.float64 for the FFT convolutions.
@@ -483,7 +483,7 @@ class FusedCPUKernel:
     """
 
     name = "cpu"
-    # Peak activation memory per (30 channels × 4 B × input voxel), for engine.paint's tile planner: the
+    # Peak activation memory per (30 channels × 4 B × input voxel), for halopaint.paint's tile planner: the
     # output tile is the only allocation that grows with the tile; the sub-tile buffers and kernel spectra
     # are bounded and stated by `bounded_bytes`.
     working_set_factor = 0.5
@@ -537,7 +537,7 @@ class FusedCPUKernel:
         if spec.in_channels != 1 or len(self.blocks) < 2 or not isinstance(self.blocks[1], _FFTBlock):
             reason = "they need one input channel and a second block"
         else:
-            from kernels import native
+            from halopaint.kernels import native
             arch = (spec.filters, spec.big_kernel, spec.small_kernel, tuple(spec.tail_widths))
             lib = native.library(*arch)
             if lib is not None:

@@ -10,7 +10,7 @@
  * that overlaps the previous one (same values written twice); the caller falls back to torch below that.
  *
  * block1_reduce: for an input x (nb, D, H, W) float32 with ONE channel, computes block 1 exactly as
- * kernels.cpu._FoldedBlock (its reductions folded into the convolutions, the residual folded into the
+ * halopaint.kernels.cpu._FoldedBlock (its reductions folded into the convolutions, the residual folded into the
  * weights): y = leaky(conv_A(x)), leaky(conv_B(x)), leaky(w_c·x + b_c), 3·NF channels on the
  * (D−KA+1, H−KA+1, W−KA+1) output, and writes
  *   y0 (nb, 1, Do, Ho, Wo)  channel 0 of y (block 2's residual),

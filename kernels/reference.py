@@ -100,7 +100,7 @@ def generator_forward(params, x: torch.Tensor, spec: GeneratorSpec | None = None
 
 
 class ReferenceKernel:
-    """The reference inference path behind the common kernel interface (see kernels.select)."""
+    """The reference inference path behind the common kernel interface (see halopaint.kernels.select)."""
 
     name = "reference"
 

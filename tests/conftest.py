@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import Cosmology, DensityRecipe, default_mass_bin_edges
-from engine.fields import standard_attrs, write_field
-from engine.model import BundleMetadata, Generator, ModelBundle
+from halopaint.config import Cosmology, DensityRecipe, default_mass_bin_edges
+from halopaint.fields import standard_attrs, write_field
+from halopaint.model import BundleMetadata, Generator, ModelBundle
 
 
 def lognormal_density(n: int, seed: int, sigma: float = 0.5) -> np.ndarray:

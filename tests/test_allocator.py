@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PROBE = ("from engine.allocator import tune_malloc, retained_bytes; "
+PROBE = ("from halopaint.allocator import tune_malloc, retained_bytes; "
          "print(tune_malloc(), retained_bytes(2))")
 
 

@@ -6,9 +6,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from analysis import bispectrum
-from analysis.bispectrum import third_side
-from engine.errors import HalopaintError
+from halopaint.analysis import bispectrum
+from halopaint.analysis.bispectrum import third_side
+from halopaint.errors import HalopaintError
 from test_analysis_oracle import count_triangles, oracle_bk
 
 

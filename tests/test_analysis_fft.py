@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from analysis import fft as dfft
+from halopaint.analysis import fft as dfft
 
 
 def _rel(a, b):

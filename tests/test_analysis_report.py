@@ -1,4 +1,4 @@
-"""`halopaint spectra` and analysis.report.run end to end; PDFs and ensembles; bad input."""
+"""`halopaint spectra` and halopaint.analysis.report.run end to end; PDFs and ensembles; bad input."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis import bispectrum, count_pdf, power_spectrum
-from analysis.ensemble import PatchSource, patch_ensemble, read_periodic_cube
-from analysis.report import run
-from engine.config import Cosmology, SpectraConfig
-from engine.errors import HalopaintError
-from engine.fields import standard_attrs, write_field
+from halopaint.analysis import bispectrum, count_pdf, power_spectrum
+from halopaint.analysis.ensemble import PatchSource, patch_ensemble, read_periodic_cube
+from halopaint.analysis.report import run
+from halopaint.config import Cosmology, SpectraConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import standard_attrs, write_field
 from tests.conftest import lognormal_density
 
 N = 24
@@ -91,7 +91,7 @@ def test_without_reference_and_without_density(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "engine.cli", "spectra", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "halopaint.cli", "spectra", *args], capture_output=True, text=True)
 
 
 def test_cli_bad_inputs_give_one_line_errors(tmp_path):

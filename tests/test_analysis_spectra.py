@@ -7,9 +7,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from analysis import cross_statistics, fit_linear_bias, lpt_baseline, power_spectrum
-from analysis.spectra import _bin_block, _finalise
-from engine.errors import HalopaintError
+from halopaint.analysis import cross_statistics, fit_linear_bias, lpt_baseline, power_spectrum
+from halopaint.analysis.spectra import _bin_block, _finalise
+from halopaint.errors import HalopaintError
 from test_analysis_oracle import oracle_pk
 
 
@@ -174,7 +174,7 @@ def test_dask_config_scheduler_is_respected():
 @pytest.mark.parametrize("n,y0,ny,dtype", [(16, 0, 16, np.complex128), (17, 5, 6, np.complex64),
                                            (24, 12, 7, np.complex64)])
 def test_compiled_binning_equals_numpy_reference(n, y0, ny, dtype):
-    from analysis import spectra as sp
+    from halopaint.analysis import spectra as sp
     if sp.numba is None:
         pytest.skip("numba not installed: only the numpy path exists")
     rng = np.random.default_rng(n + y0)

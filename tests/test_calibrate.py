@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import random_bundle
-from engine.calibrate import CalibrationError, calibrate_counts, scale_counts
-from engine.fields import FieldFile
-from engine.model import ModelBundle
-from engine.paint import paint_whole_box
+from halopaint.calibrate import CalibrationError, calibrate_counts, scale_counts
+from halopaint.fields import FieldFile
+from halopaint.model import ModelBundle
+from halopaint.paint import paint_whole_box
 from train_data import write_training_file
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "jobs" / "calibrate_counts.py")

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from engine.cli import COMMANDS
+from halopaint.cli import COMMANDS
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "halopaint.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

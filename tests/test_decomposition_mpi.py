@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from engine.decomposition import exchange_ghosts, plan_slabs
+from halopaint.decomposition import exchange_ghosts, plan_slabs
 
 
 @pytest.mark.mpi(min_size=2)

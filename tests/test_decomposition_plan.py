@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from engine.decomposition import (MIN_GRID, DecompositionError, exchange_ghosts, periodic_ranges,
+from halopaint.decomposition import (MIN_GRID, DecompositionError, exchange_ghosts, periodic_ranges,
                                   plan_slabs)
-from engine.paint import (PaintError, TileShape, choose_tile, fixed_bytes, read_tile_input, tile_bytes,
+from halopaint.paint import (PaintError, TileShape, choose_tile, fixed_bytes, read_tile_input, tile_bytes,
                           tiles_of_slab)
 
 
@@ -101,7 +101,7 @@ def test_chosen_tile_fits_the_memory_bound(n, r, mem):
 
 def test_kernel_bounded_memory_is_budgeted():
     """The fused CPU path's tile-independent memory (spectra, per-thread buffers) comes off the budget."""
-    from kernels.cpu import FusedCPUKernel
+    from halopaint.kernels.cpu import FusedCPUKernel
     plan, mem = plan_slabs(512, 2, 4), 2 << 30
     for threads in (1, 4):
         kb = FusedCPUKernel.bounded_bytes(threads)

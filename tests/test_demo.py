@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.fields import FieldFile
-from engine.model import DEFAULT_MODEL_PATH, ModelBundle
+from halopaint.fields import FieldFile
+from halopaint.model import DEFAULT_MODEL_PATH, ModelBundle
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ from engine.model import DEFAULT_MODEL_PATH, ModelBundle
 def test_demo_reduced_size_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--out", str(out), "--ranks", "2",
+    proc = subprocess.run([sys.executable, "-m", "halopaint.cli", "demo", "--out", str(out), "--ranks", "2",
                            "--grid", "32", "--lpt-grid", "40"], capture_output=True, text=True, env=env,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.config import Cosmology
-from engine.fields import (FieldFile, FieldFileError, atomic_h5, read_info, standard_attrs, temporary_path,
+from halopaint.config import Cosmology
+from halopaint.fields import (FieldFile, FieldFileError, atomic_h5, read_info, standard_attrs, temporary_path,
                            write_field)
 
 

@@ -1,4 +1,4 @@
-"""Fused CPU kernel (kernels.cpu) against the reference forward, and kernel dispatch.
+"""Fused CPU kernel (halopaint.kernels.cpu) against the reference forward, and kernel dispatch.
 
 Tolerance: ‖out − ref‖/‖ref‖ ≤ 1e-5 for every fp32 path (measured ~1e-6 … 4e-6: the reference's own fp32
 rounding dominates; the float64 FFT variant is checked against a float64 reference at 1e-10).
@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from engine.model import Generator
-from kernels.cpu import FusedCPUKernel
-from kernels.reference import GeneratorSpec, ReferenceKernel, generator_forward
-from kernels.triton.check import spread_params
+import halopaint.kernels
+from halopaint.model import Generator
+from halopaint.kernels.cpu import FusedCPUKernel
+from halopaint.kernels.reference import GeneratorSpec, ReferenceKernel, generator_forward
+from halopaint.kernels.triton.check import spread_params
 
 TOL = 1e-5
 
@@ -145,14 +145,14 @@ def test_bad_input_raises(spread):
 
 def test_dispatch_on_cpu(spread):
     params, spec = spread
-    assert kernels.available("cpu") == ["cpu", "reference"]
-    assert "triton" not in kernels.available(torch.device("cpu"))
-    factory = kernels.select("cpu", "auto")
+    assert halopaint.kernels.available("cpu") == ["cpu", "reference"]
+    assert "triton" not in halopaint.kernels.available(torch.device("cpu"))
+    factory = halopaint.kernels.select("cpu", "auto")
     assert factory is FusedCPUKernel
     kern = factory(params, spec, "cpu")
     assert kern.name == "cpu"
-    assert kernels.select("cpu", "reference") is ReferenceKernel
+    assert halopaint.kernels.select("cpu", "reference") is ReferenceKernel
     with pytest.raises(ValueError):
-        kernels.select("cpu", "triton")
+        halopaint.kernels.select("cpu", "triton")
     with pytest.raises(ValueError):
-        kernels.select("cpu", "cudnn")
+        halopaint.kernels.select("cpu", "cudnn")

@@ -1,4 +1,4 @@
-"""The hand-vectorised C kernels (kernels/native.c via kernels.native) inside the fused CPU path.
+"""The hand-vectorised C kernels (kernels/native.c via halopaint.kernels.native) inside the fused CPU path.
 
 They must give the reference's results (‖out − ref‖/‖ref‖ ≤ 1e-5, fp32) wherever they run, hand over to the
 torch path where a sub-tile is too narrow for them (output width < 8) or no compiler works, and build once.
@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model import Generator
-from kernels import native
-from kernels.cpu import FusedCPUKernel
-from kernels.reference import GeneratorSpec, ReferenceKernel
-from kernels.triton.check import spread_params
+from halopaint.model import Generator
+from halopaint.kernels import native
+from halopaint.kernels.cpu import FusedCPUKernel
+from halopaint.kernels.reference import GeneratorSpec, ReferenceKernel
+from halopaint.kernels.triton.check import spread_params
 
 TOL = 1e-5
 

@@ -1,9 +1,9 @@
 """Triton kernels against the reference: in the Triton interpreter on CPU, natively where CUDA exists.
 
 The interpreter must be switched on (TRITON_INTERPRET=1) before the kernels are decorated, so those
-checks run `python -m kernels.triton.check` in a subprocess: this process's imports stay untouched.
+checks run `python -m halopaint.kernels.triton.check` in a subprocess: this process's imports stay untouched.
 Interpreter cases are small (≤ 16³ outputs, large program tiles) — it is ~10⁴× slower than eager.
-Tolerances (‖out − ref‖/‖ref‖): fp32 1e-5, tf32 5e-3, bf16 5e-2 (kernels.triton.TOLERANCES).
+Tolerances (‖out − ref‖/‖ref‖): fp32 1e-5, tf32 5e-3, bf16 5e-2 (halopaint.kernels.triton.TOLERANCES).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+import halopaint.kernels
 
-ktriton = pytest.importorskip("kernels.triton")
+ktriton = pytest.importorskip("halopaint.kernels.triton")
 if not ktriton.AVAILABLE:
     pytest.skip("triton is not installed (optional extra)", allow_module_level=True)
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_check(*args: str) -> dict:
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "kernels.triton.check", "--device", "cpu", *args],
+    proc = subprocess.run([sys.executable, "-m", "halopaint.kernels.triton.check", "--device", "cpu", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -51,13 +51,13 @@ def test_interpreter_matches_reference():
 
 
 def test_dispatch_lists_triton_only_on_cuda():
-    assert "triton" not in kernels.available("cpu")
-    assert kernels.available(torch.device("cuda"))[0] == "triton"
-    assert kernels._factory("triton") is ktriton.TritonKernel
+    assert "triton" not in halopaint.kernels.available("cpu")
+    assert halopaint.kernels.available(torch.device("cuda"))[0] == "triton"
+    assert halopaint.kernels._factory("triton") is ktriton.TritonKernel
 
 
 def test_refuses_cpu_without_interpreter_and_bad_options():
-    from kernels.triton.check import spread_params
+    from halopaint.kernels.triton.check import spread_params
     params, spec = spread_params(0)
     from triton import knobs
     if not knobs.runtime.interpret:
@@ -72,15 +72,15 @@ def test_refuses_cpu_without_interpreter_and_bad_options():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_gpu_matches_reference(precision):
-    from kernels.triton.check import run_case
+    from halopaint.kernels.triton.check import run_case
     for n, batch, tile in ((25, 1, (4, 4, 8)), (50, 2, (4, 4, 8)), (17, 1, (8, 8, 8))):
         r = run_case(n, batch, tile, precision, "cuda", seed=n)
         assert r["shape_ok"] and r["rel_err"] <= r["tolerance"], r
 
 
 def test_launch_plan_matches_spec():
-    from kernels.reference import GeneratorSpec
-    from kernels.triton.kernel import PRECISIONS, launch_plan
+    from halopaint.kernels.reference import GeneratorSpec
+    from halopaint.kernels.triton.kernel import PRECISIONS, launch_plan
     spec = GeneratorSpec()
     plan = launch_plan(spec, "tf32")
     assert [launch.name for launch in plan] == ["block0", "block1", "tail"]
@@ -98,7 +98,7 @@ def test_launch_plan_matches_spec():
 
 def run_aot(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, "-m", "kernels.triton.aot", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "halopaint.kernels.triton.aot", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 

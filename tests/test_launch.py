@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from engine.errors import HalopaintError
-from engine.launch import cpu_threads_per_rank, discover, select_device
+from halopaint.errors import HalopaintError
+from halopaint.launch import cpu_threads_per_rank, discover, select_device
 
 
 def test_single_process_is_rank_zero_of_one():

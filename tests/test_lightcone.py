@@ -12,12 +12,12 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.config import Cosmology, LightconeConfig, default_mass_bin_edges
-from engine.errors import HalopaintError
-from engine.fields import standard_attrs, write_field
+from halopaint.config import Cosmology, LightconeConfig, default_mass_bin_edges
+from halopaint.errors import HalopaintError
+from halopaint.fields import standard_attrs, write_field
 
 hp = pytest.importorskip("healpy")
-from engine import lightcone  # noqa: E402
+from halopaint import lightcone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,7 @@ def test_direction_convention_of_a_single_voxel(tmp_path):
 
 def run_cli(*args):
     """`halopaint lightcone ARGS` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "engine.cli", "lightcone", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "halopaint.cli", "lightcone", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 

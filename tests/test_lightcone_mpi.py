@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("healpy")
 
 from conftest import mpi_shared_dir  # noqa: E402
-from engine import lightcone  # noqa: E402
-from engine.config import Cosmology, LightconeConfig, default_mass_bin_edges  # noqa: E402
-from engine.fields import standard_attrs, write_field  # noqa: E402
+from halopaint import lightcone  # noqa: E402
+from halopaint.config import Cosmology, LightconeConfig, default_mass_bin_edges  # noqa: E402
+from halopaint.fields import standard_attrs, write_field  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import random_bundle
-from engine.model import ModelBundle, ModelBundleError
+from halopaint.model import ModelBundle, ModelBundleError
 
 
 def _one_line_error(path) -> str:
@@ -123,7 +123,7 @@ def test_merge_adjacent_bundles_in_mass_order(tmp_path):
     assert merged.metadata.training["parts"] == [{"bins": [0, 1]}, {"bins": [1, 4]}]
     assert merged.metadata.training["summary"] == "test"
     # --init-of records the warm-start bundle as `halopaint train --init` does: name, SHA-256, its training
-    from engine.fields import file_sha256
+    from halopaint.fields import file_sha256
     res = subprocess.run([sys.executable, script, "--out", str(out), *map(str, paths), "--init-of", str(paths[0])],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

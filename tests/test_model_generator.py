@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model import Critic, Generator, count_parameters
-from kernels.reference import GeneratorSpec
+from halopaint.model import Critic, Generator, count_parameters
+from halopaint.kernels.reference import GeneratorSpec
 
 
 def _live_generator(seed: int = 0, dtype=torch.float64) -> Generator:

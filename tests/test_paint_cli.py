@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import lognormal_density, random_bundle, write_density_file
-from engine.fields import FieldFile
-from engine.paint import KILL_HOOK_ENV, parts_dir
+from halopaint.fields import FieldFile
+from halopaint.paint import KILL_HOOK_ENV, parts_dir
 
 MPIEXEC = shutil.which("mpiexec")
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
@@ -24,7 +24,7 @@ TIMEOUT = 120
 def halopaint(*args, ranks=2, env_extra=None):
     env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
     env.update(OMP_NUM_THREADS="1", **(env_extra or {}))
-    cmd = [sys.executable, "-m", "engine.cli", "paint", "--kernels", "reference", *args]
+    cmd = [sys.executable, "-m", "halopaint.cli", "paint", "--kernels", "reference", *args]
     if ranks > 1:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import mpi_shared_dir, random_bundle, write_density_file
-from engine.config import PaintConfig
-from engine.errors import HalopaintError
-from engine.fields import FieldFile
-from engine.model import GeneratorSpec, Generator, ModelBundle
-from engine.paint import paint, paint_whole_box, parts_dir
+from halopaint.config import PaintConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile
+from halopaint.model import GeneratorSpec, Generator, ModelBundle
+from halopaint.paint import paint, paint_whole_box, parts_dir
 
 N = 61
 
@@ -97,7 +97,7 @@ def test_bad_density_values_on_one_rank_fail_every_rank(shared_box):
 def test_node_local_rank_from_shared_memory_split():
     """All CI ranks share one node: local ranks are 0..R−1 and agree with the launcher's environment."""
     from mpi4py import MPI
-    from engine.launch import discover, mpi_local_placement
+    from halopaint.launch import discover, mpi_local_placement
     comm = MPI.COMM_WORLD
     local_rank, local_size = mpi_local_placement(comm)
     assert local_size == comm.Get_size()

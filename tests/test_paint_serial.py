@@ -14,11 +14,11 @@ import pytest
 from mpi4py import MPI
 
 from conftest import lognormal_density, random_bundle, write_density_file
-from engine.config import Cosmology, DensityRecipe, PaintConfig
-from engine.errors import HalopaintError
-from engine.fields import FieldFile, FieldFileError, standard_attrs, write_field
-from engine.model import InputNormalisation, ModelBundle
-from engine.paint import PaintError, dry_run, paint, paint_whole_box, parts_dir
+from halopaint.config import Cosmology, DensityRecipe, PaintConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile, FieldFileError, standard_attrs, write_field
+from halopaint.model import InputNormalisation, ModelBundle
+from halopaint.paint import PaintError, dry_run, paint, paint_whole_box, parts_dir
 
 N = 61
 

@@ -16,12 +16,12 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.model import DEFAULT_MODEL_PATH
+from halopaint.model import DEFAULT_MODEL_PATH
 
 
 def _cli(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    res = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, env=env,
+    res = subprocess.run([sys.executable, "-m", "halopaint.cli", *args], capture_output=True, text=True, env=env,
                          cwd=cwd, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import Cosmology
-from engine.sim.cosmology import LinearCosmology, T_CMB, eisenstein_hu_transfer, sigma_r
+from halopaint.config import Cosmology
+from halopaint.sim.cosmology import LinearCosmology, T_CMB, eisenstein_hu_transfer, sigma_r
 
 colossus = pytest.importorskip("colossus.cosmology.cosmology")
 from colossus.cosmology import power_spectrum as colossus_ps  # noqa: E402

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.sim.fof import fof_groups, fof_labels
-from engine.sim.grids import cic_paint, cic_readout, ngp_counts
+from halopaint.sim.fof import fof_groups, fof_labels
+from halopaint.sim.grids import cic_paint, cic_readout, ngp_counts
 
 
 def _brute_force_labels(pos, box, b):

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import Cosmology
-from engine.sim import lpt_density
-from engine.sim.cosmology import LinearCosmology
-from engine.sim.ics import linear_density_k, white_noise_modes
-from engine.sim.lpt import gradient_slabs, lattice_positions, potential_1lpt, potential_2lpt
-from engine.sim.slabfft import irfftn_slabs, rfftn_slabs
+from halopaint.config import Cosmology
+from halopaint.sim import lpt_density
+from halopaint.sim.cosmology import LinearCosmology
+from halopaint.sim.ics import linear_density_k, white_noise_modes
+from halopaint.sim.lpt import gradient_slabs, lattice_positions, potential_1lpt, potential_2lpt
+from halopaint.sim.slabfft import irfftn_slabs, rfftn_slabs
 
 LIN = LinearCosmology(Cosmology())
 
@@ -38,8 +38,8 @@ def test_modes_shared_between_lattices_up_to_coarse_nyquist():
 
 
 def test_compiled_white_noise_matches_numpy_reference():
-    from engine.sim.ics import _seed_state
-    from engine.sim.kernels import white_noise_kernel
+    from halopaint.sim.ics import _seed_state
+    from halopaint.sim.kernels import white_noise_kernel
     full = np.fft.fftfreq(20, 1 / 20).round().astype(np.int64)
     half = np.arange(11)
     out = np.empty((20, 20, 11), np.complex128)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import SimulateConfig
-from engine.sim import nbody_halos
-from engine.sim.cosmology import T_CMB, LinearCosmology
-from engine.sim.massfunction import mass_function
+from halopaint.config import SimulateConfig
+from halopaint.sim import nbody_halos
+from halopaint.sim.cosmology import T_CMB, LinearCosmology
+from halopaint.sim.massfunction import mass_function
 
 colossus_cosmology = pytest.importorskip("colossus.cosmology.cosmology")
 from colossus.lss import mass_function as colossus_mf  # noqa: E402

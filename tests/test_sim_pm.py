@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import Cosmology
-from engine.sim import nbody_initial_conditions
-from engine.sim.cosmology import LinearCosmology
-from engine.sim.diagnostics import power_spectrum
-from engine.sim.grids import cic_paint, cic_paint_numpy, cic_readout, cic_readout_numpy
-from engine.sim.kernels import gradient_kernel
-from engine.sim.lpt import lattice_positions
-from engine.sim.pm import central_difference, run_pm
+from halopaint.config import Cosmology
+from halopaint.sim import nbody_initial_conditions
+from halopaint.sim.cosmology import LinearCosmology
+from halopaint.sim.diagnostics import power_spectrum
+from halopaint.sim.grids import cic_paint, cic_paint_numpy, cic_readout, cic_readout_numpy
+from halopaint.sim.kernels import gradient_kernel
+from halopaint.sim.lpt import lattice_positions
+from halopaint.sim.pm import central_difference, run_pm
 
 LIN = LinearCosmology(Cosmology())
 

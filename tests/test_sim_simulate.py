@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.cli import main
-from engine.config import DensityRecipe, SimulateConfig
-from engine.errors import HalopaintError
-from engine.fields import FieldFile, read_info
-from engine.sim import simulate, validate_config
+from halopaint.cli import main
+from halopaint.config import DensityRecipe, SimulateConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldFile, read_info
+from halopaint.sim import simulate, validate_config
 
 SMALL = ["--grid", "8", "--box", "64", "--particles-per-side", "16", "--pm-steps", "4"]
 
@@ -118,7 +118,7 @@ def test_unwritable_output(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
-    import engine.sim as sim
+    import halopaint.sim as sim
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed mid-run")
@@ -138,7 +138,7 @@ def test_validate_config_direct():
 
 
 def test_cli_help_lists_the_issue_options():
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "simulate", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "halopaint.cli", "simulate", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for opt in ("--grid", "--box", "--seed", "--out", "--lpt-only", "--lpt-particles-per-voxel",
                 "--particles-per-side", "--pm-steps", "--redshift", "--mass-bin-edges", "--omega-m",
@@ -150,8 +150,8 @@ def test_nbody_halos_independent_of_thread_count():
     import numba
     import torch
 
-    from engine.sim import nbody_halos
-    from engine.sim.cosmology import LinearCosmology
+    from halopaint.sim import nbody_halos
+    from halopaint.sim.cosmology import LinearCosmology
     config = SimulateConfig(grid=8, box_size=64.0, particles_per_side=16, pm_steps=4, seed=9)
     old_t, old_n = torch.get_num_threads(), numba.get_num_threads()
     results = []

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import write_density_file
-from engine.cli import main
-from engine.config import Cosmology
-from engine.fields import standard_attrs, write_field
+from halopaint.cli import main
+from halopaint.config import Cosmology
+from halopaint.fields import standard_attrs, write_field
 from train_data import synthetic_pair, write_training_file
 
 
@@ -80,7 +80,7 @@ def test_cli_trains_and_writes_a_bundle(tmp_path, good, capsys):
     assert main(["train", "--data", good, "--validation", good, "--out", str(out), "--patch", "8",
                  "--steps", "2", "--mass-bins", "1", "--adversarial-weight", "0",
                  "--supervised-weight", "1", "--quiet"]) == 0
-    from engine.model import ModelBundle
+    from halopaint.model import ModelBundle
     b = ModelBundle.load(out)
     assert b.n_bins == 1 and np.isclose(b.metadata.mass_bin_edges[0], 10**13)
     assert b.metadata.training["command"].startswith("halopaint ")

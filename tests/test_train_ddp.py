@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import TrainConfig
-from engine.ddp import GradientSync, init_distributed
-from engine.launch import discover
-from engine.train import Trainer, TrainingData
+from halopaint.config import TrainConfig
+from halopaint.ddp import GradientSync, init_distributed
+from halopaint.launch import discover
+from halopaint.train import Trainer, TrainingData
 from train_data import synthetic_pair
 
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from engine.model import ModelBundle
+from halopaint.model import ModelBundle
 from train_data import write_training_file
 
 BIN = os.path.dirname(sys.executable)
@@ -25,7 +25,7 @@ TIMEOUT = 300
 
 
 def _train_args(data: str, val: str, out, steps: int = 2) -> list[str]:
-    return ["-m", "engine.cli", "train", "--data", data, "--validation", val, "--out", str(out),
+    return ["-m", "halopaint.cli", "train", "--data", data, "--validation", val, "--out", str(out),
             "--steps", str(steps), "--patch", "20", "--n-critic", "2", "--seed", "3", "--supervised-weight", "0.5",
             "--checkpoint-every", "1", "--validate-every", "1", "--quiet"]
 

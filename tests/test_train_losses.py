@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from engine.model import Critic
-from engine.train import gradient_penalty, poisson_nll
+from halopaint.model import Critic
+from halopaint.train import gradient_penalty, poisson_nll
 
 
 def _setup(seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.patches import ROTATIONS, PatchSampler, Region, periodic_patch, rotate, rotation_matrix
+from halopaint.patches import ROTATIONS, PatchSampler, Region, periodic_patch, rotate, rotation_matrix
 
 
 def test_24_rotations_are_proper_and_distinct():

@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from engine.config import TrainConfig
-from engine.model import ModelBundle
-from engine.train import TrainPaths, load_checkpoint, train
+from halopaint.config import TrainConfig
+from halopaint.model import ModelBundle
+from halopaint.train import TrainPaths, load_checkpoint, train
 from train_data import write_training_file
 
 
@@ -59,7 +59,7 @@ def test_interrupted_and_resumed_equals_straight(tmp_path):
 
 
 def test_init_provenance_is_recorded_and_survives_a_resume(tmp_path):
-    from engine.fields import file_sha256
+    from halopaint.fields import file_sha256
     base = dict(adversarial_weight=0.0, supervised_weight=1.0, steps=1)
     train(_cfg(tmp_path, "init.pt", **base), command="make init", progress=False)
     init_path = tmp_path / "init.pt"
@@ -79,7 +79,7 @@ def test_init_provenance_is_recorded_and_survives_a_resume(tmp_path):
 def test_resume_refuses_a_different_setup(tmp_path):
     import pytest
 
-    from engine.errors import HalopaintError
+    from halopaint.errors import HalopaintError
     train(_cfg(tmp_path, "m.pt", steps=1), progress=False)
     with pytest.raises(HalopaintError, match="seed"):
         train(_cfg(tmp_path, "m.pt", steps=2, seed=4, resume=True), progress=False)
@@ -92,7 +92,7 @@ def test_held_out_region_of_one_box(tmp_path):
     # 4 + 8 = 12-voxel patches: a 10-plane validation x-range (0.25 of 40) is too thin, 16 planes (0.4) fit
     import pytest
 
-    from engine.errors import HalopaintError
+    from halopaint.errors import HalopaintError
     with pytest.raises(HalopaintError, match="x-range"):
         train(cfg, progress=False)
     cfg = TrainConfig(**{**cfg.__dict__, "validation_fraction": 0.4})

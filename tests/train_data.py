@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from engine.config import Cosmology
-from engine.fields import standard_attrs, write_field
+from halopaint.config import Cosmology
+from halopaint.fields import standard_attrs, write_field
 
 AMPLITUDES = (0.4, 0.2, 0.08, 0.02)
 BIASES = (1.0, 1.3, 1.7, 2.2)

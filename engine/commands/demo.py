@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.config import DemoConfig
+from halopaint.config import DemoConfig
 
 
 def add_arguments(p) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.demo import run_demo
+    from halopaint.demo import run_demo
     cfg = DemoConfig(out=args.out, ranks=args.ranks, model=args.model, grid=args.grid, seed=args.seed,
                      lpt_grid=args.lpt_grid, lpt_seed=args.lpt_seed, kernels=args.kernels)
     run_demo(cfg)

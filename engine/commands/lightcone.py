@@ -10,7 +10,7 @@ the snapshot nearest its redshift. Runs unchanged alone, under `mpiexec -n R` an
 
 from __future__ import annotations
 
-from engine.config import LightconeConfig, parse_mass_bins
+from halopaint.config import LightconeConfig, parse_mass_bins
 
 
 def add_arguments(p) -> None:
@@ -33,7 +33,6 @@ def add_arguments(p) -> None:
     p.add_argument("--catalogue", action="store_true", help="also Poisson-sample a halo catalogue (RA, Dec, z)")
     p.add_argument("--seed", type=int, default=d.seed, help="catalogue seed (default %(default)s)")
     p.add_argument("--no-figure", action="store_true", help="no Mollweide PNG of the shells")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def config_from_args(args) -> LightconeConfig:
@@ -47,7 +46,7 @@ def config_from_args(args) -> LightconeConfig:
 def run(args) -> int:
     import json
 
-    from engine import lightcone
+    from halopaint import lightcone
     summary = lightcone.build(config_from_args(args), progress=not args.quiet)
     if summary is not None:                          # rank 0
         print(json.dumps(summary, indent=1))

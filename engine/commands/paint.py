@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from engine.config import PaintConfig, parse_bytes, parse_mass_bins
+from halopaint.config import PaintConfig, parse_bytes, parse_mass_bins
 
 
 def parse_tile(text: str) -> tuple[int, int, int]:
@@ -70,8 +70,8 @@ def config_from_args(args) -> PaintConfig:
 def run(args) -> int:
     cfg = config_from_args(args)
     from mpi4py import MPI
-    from engine import paint
-    from engine.errors import HalopaintError
+    from halopaint import paint
+    from halopaint.errors import HalopaintError
     comm = MPI.COMM_WORLD
     try:
         if cfg.dry_run:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.config import Cosmology, SimulateConfig
-from engine.errors import HalopaintError
+from halopaint.config import Cosmology, SimulateConfig
+from halopaint.errors import HalopaintError
 
 _DEFAULT = SimulateConfig()
 _COSMO = Cosmology()
@@ -41,7 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--h", type=float, default=_COSMO.h, help="H0 / (100 km/s/Mpc) (default %(default)s)")
     p.add_argument("--sigma8", type=float, default=_COSMO.sigma8, help="σ8 (default %(default)s)")
     p.add_argument("--n-s", type=float, default=_COSMO.n_s, help="n_s (default %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def config_from_args(args: argparse.Namespace) -> SimulateConfig:
@@ -57,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> SimulateConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.sim import simulate
+    from halopaint.sim import simulate
     config = config_from_args(args)
     try:
         simulate(config, quiet=args.quiet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.config import SpectraConfig
+from halopaint.config import SpectraConfig
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -50,7 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="output_format", default=d.output_format, choices=["hdf5", "json"],
                    help="statistics file format")
     p.add_argument("--no-figures", action="store_true", help="statistics only, no PNG figures")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def config_from_args(args) -> SpectraConfig:
@@ -67,7 +66,7 @@ def config_from_args(args) -> SpectraConfig:
 
 
 def run(args) -> int:
-    from analysis import report
+    from halopaint.analysis import report
     summary = report.run(config_from_args(args))
     for name, path in summary["files"].items():
         print(f"{name}: {path}")

@@ -1,6 +1,6 @@
 """`halopaint train`: WGAN-GP training (paper protocol), one generator per mass bin, DDP-ready.
 
-Runs unchanged alone, under torchrun, srun or mpiexec (see engine.ddp). Outputs next to --out MODEL:
+Runs unchanged alone, under torchrun, srun or mpiexec (see halopaint.ddp). Outputs next to --out MODEL:
 the bundle MODEL (rewritten at every checkpoint), MODEL.ckpt, MODEL.log.jsonl, MODEL.losses.png.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from engine.config import TrainConfig, parse_mass_bins
+from halopaint.config import TrainConfig, parse_mass_bins
 
 _D = TrainConfig()
 
@@ -46,7 +46,6 @@ def add_arguments(p) -> None:
     p.add_argument("--init", dest="init_model", default=None, metavar="MODEL",
                    help="start the generators from a bundle's weights")
     p.add_argument("--device", default=_D.device, help="auto | cpu | cuda | cuda:K")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -62,7 +61,7 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    from engine.train import train
+    from halopaint.train import train
     cfg = config_from_args(args)
     command = "halopaint " + shlex.join(sys.argv[1:]) if sys.argv and "train" in sys.argv else \
         "halopaint train (API)"

@@ -16,16 +16,16 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from engine.config import DensityRecipe, SimulateConfig
-from engine.errors import HalopaintError
-from engine.fields import atomic_h5, check_writable, standard_attrs
-from engine.sim.cosmology import LinearCosmology
-from engine.sim.fof import HaloCatalog, fof_groups
-from engine.sim.grids import cic_paint, ngp_counts
-from engine.sim.ics import MAX_LATTICE, linear_density_k
-from engine.sim.lpt import (gradient_slabs, divide_by_k2_inplace, lattice_positions, potential_1lpt,
+from halopaint.config import DensityRecipe, SimulateConfig
+from halopaint.errors import HalopaintError
+from halopaint.fields import atomic_h5, check_writable, standard_attrs
+from halopaint.sim.cosmology import LinearCosmology
+from halopaint.sim.fof import HaloCatalog, fof_groups
+from halopaint.sim.grids import cic_paint, ngp_counts
+from halopaint.sim.ics import MAX_LATTICE, linear_density_k
+from halopaint.sim.lpt import (gradient_slabs, divide_by_k2_inplace, lattice_positions, potential_1lpt,
                             potential_2lpt)
-from engine.sim.pm import run_pm
+from halopaint.sim.pm import run_pm
 
 __all__ = ["simulate", "lpt_density", "nbody_halos", "nbody_initial_conditions", "validate_config",
            "check_memory", "density_recipe", "lpt_peak_bytes", "nbody_peak_bytes"]

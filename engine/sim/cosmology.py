@@ -14,7 +14,7 @@ import numpy as np
 from scipy.integrate import quad, solve_ivp
 from scipy.interpolate import CubicSpline
 
-from engine.config import Cosmology
+from halopaint.config import Cosmology
 
 T_CMB = 2.7255                      # [K], as colossus' default
 RHO_CRIT = 2.77536627e11            # critical density today [(M☉/h) / (Mpc/h)³]

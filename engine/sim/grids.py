@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.sim.kernels import cic_paint_kernel, cic_readout_kernel
+from halopaint.sim.kernels import cic_paint_kernel, cic_readout_kernel
 
 PARTICLE_CHUNK = 1 << 20
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.sim.cosmology import LinearCosmology
-from engine.sim.kernels import white_noise_kernel
-from engine.sim.slabfft import DEFAULT_CHUNK, chunk_planes
+from halopaint.sim.cosmology import LinearCosmology
+from halopaint.sim.kernels import white_noise_kernel
+from halopaint.sim.slabfft import DEFAULT_CHUNK, chunk_planes
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _OFFSET = 1 << 20                   # wavevector components are stored as n + 2^20 in 21 bits

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from engine.sim.slabfft import (DEFAULT_CHUNK, chunk_planes, fft_x_inplace, ifft_x_inplace, irfft_yz,
+from halopaint.sim.slabfft import (DEFAULT_CHUNK, chunk_planes, fft_x_inplace, ifft_x_inplace, irfft_yz,
                                 rfft_yz, wavenumbers)
 
 

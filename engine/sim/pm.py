@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 import scipy.fft
 
-from engine.sim.cosmology import LinearCosmology
-from engine.sim.grids import cic_paint, cic_readout
-from engine.sim.kernels import gradient_kernel
-from engine.sim.slabfft import fft_workers, wavenumbers
+from halopaint.sim.cosmology import LinearCosmology
+from halopaint.sim.grids import cic_paint, cic_readout
+from halopaint.sim.kernels import gradient_kernel
+from halopaint.sim.slabfft import fft_workers, wavenumbers
 
 
 def _add_shifted(out: np.ndarray, field: np.ndarray, shift: int, coeff: float, axis: int) -> None:

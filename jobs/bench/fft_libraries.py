@@ -2,7 +2,7 @@
 
     python jobs/bench/fft_libraries.py [--sizes 32 36 40 48 64] [--repeats 7]
 
-The work timed is exactly what `kernels.cpu._FFTBlock._conv_fft` transforms for one sub-tile batch: a
+The work timed is exactly what `halopaint.kernels.cpu._FFTBlock._conv_fft` transforms for one sub-tile batch: a
 forward 3D real FFT of (2 sub-tiles, 20 channels, N³) float32, then the inverse one axis at a time keeping
 the valid (N−4) corner after each axis, single-threaded. Libraries that are not installed are skipped:
 pyFFTW (FFTW, plans made with FFTW_MEASURE before timing), ducc0 (pocketfft's successor) and mkl_fft

@@ -5,7 +5,7 @@
 # hold a CUDA build of torch and triton (plus numpy, scipy, numba, h5py, pytest). Writes into OUT_DIR:
 #   env.txt     torch/triton versions, GPU name
 #   check.json  Triton vs the reference: 25³, 50³ × batch 2 (the paper's 58³ → 50³), 17³ on 8³ tiles;
-#               fp32, tf32, bf16 (kernels.triton.check; exit status ≠ 0 if any is above its tolerance)
+#               fp32, tf32, bf16 (halopaint.kernels.triton.check; exit status ≠ 0 if any is above its tolerance)
 #   pytest.log  tests/test_kernels_triton.py on the GPU (native correctness tests, launch plan)
 #   bench.log, bench.json   Mvox/s at 128³ and 256³: eager cuDNN, torch.compile, Triton at each precision
 #               and at candidate launch configurations (jobs/bench/kernels.py --triton-configs)
@@ -20,7 +20,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export TRITON_DEFAULT_FP_FUSION=1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
     | tee "$out/env.txt"
-timeout 240 python3 -m kernels.triton.check --device cuda --case 25:1:4x4x8 50:2:4x4x8 17:1:8x8x8 \
+timeout 240 python3 -m halopaint.kernels.triton.check --device cuda --case 25:1:4x4x8 50:2:4x4x8 17:1:8x8x8 \
     --precision fp32 tf32 bf16 > "$out/check.json"
 check=$?
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py -k "gpu or launch_plan" \

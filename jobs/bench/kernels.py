@@ -4,7 +4,7 @@
     python jobs/bench/kernels.py --device cuda            # GPU: cuDNN eager, torch.compile, triton fp32/tf32/bf16
     python jobs/bench/kernels.py --device cuda --sizes 128 256 --triton-configs 4x4x8:4 8x4x8:8 4x8x8:8
     python jobs/bench/kernels.py --sizes 64 128 --threads 2 --json out.json
-    python jobs/bench/kernels.py --fft-sizes --threads 1  # calibrate kernels.cpu.FFT_SIZES (cost per FFT voxel)
+    python jobs/bench/kernels.py --fft-sizes --threads 1  # calibrate halopaint.kernels.cpu.FFT_SIZES (cost per FFT voxel)
     python jobs/bench/kernels.py --glibc-defaults         # malloc at glibc's defaults (else as halopaint runs)
 
 For each side n the input is (1, 1, n+8, n+8, n+8) (the paper's ghost width 4). Each path is timed
@@ -12,7 +12,7 @@ For each side n the input is (1, 1, n+8, n+8, n+8) (the paper's ghost width 4). 
 alike; the median is reported as output voxels per second, with the ratio to the reference measured
 in the same run. Work per voxel: the reference network costs NAIVE multiply-adds per output voxel
 (every layer at its own resolution, what nn.Conv3d executes); FOLDED is the same network after the
-exact algebra of kernels.cpu (block 1's reductions folded, borders cropped) — the least work any direct
+exact algebra of halopaint.kernels.cpu (block 1's reductions folded, borders cropped) — the least work any direct
 convolution can do. "gemm%" = FOLDED·2·voxels/s divided by a torch.mm FLOP/s measured in this run.
 """
 
@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.allocator import tune_malloc  # noqa: E402
-from engine.model import Generator  # noqa: E402
-from kernels.reference import GeneratorSpec, ReferenceKernel  # noqa: E402
+from halopaint.allocator import tune_malloc  # noqa: E402
+from halopaint.model import Generator  # noqa: E402
+from halopaint.kernels.reference import GeneratorSpec, ReferenceKernel  # noqa: E402
 
 
 def macs_per_voxel(spec: GeneratorSpec, n: int, folded: bool) -> float:
@@ -78,7 +78,7 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None,
     """name → callable(x), reference first. triton_configs: extra "TZxTYxTX:WARPS" launch configurations."""
     paths = {"reference": ReferenceKernel(params, spec, device)}
     if device.type == "cpu":
-        from kernels.cpu import FusedCPUKernel
+        from halopaint.kernels.cpu import FusedCPUKernel
         paths["cpu-fft"] = FusedCPUKernel(params, spec, device, conv="fft")
         print(f"# cpu-fft: {paths['cpu-fft'].native_status}")
         # the same without the C kernels of kernels/native.c: torch/oneDNN and numba only
@@ -94,7 +94,7 @@ def build_paths(params, spec, device: torch.device, names: list[str] | None,
             with torch.no_grad():
                 return compiled(x)
         paths["torch.compile"] = run_compiled
-        from kernels import triton as ktriton
+        from halopaint.kernels import triton as ktriton
         if ktriton.AVAILABLE:
             for prec in ("fp32", "tf32", "bf16"):
                 paths[f"triton-{prec}"] = ktriton.TritonKernel(params, spec, device, precision=prec)
@@ -127,9 +127,9 @@ def calibrate_fft_sizes(params, spec, repeats: int, target: int = 96) -> dict:
     """Time of the fused FFT path per N³ FFT-voxel for each candidate FFT size N, relative to N = 32.
 
     Each N runs on a tile whose side is a multiple of its sub-tile side N − (k − 1) (about `target`), so no
-    sub-tile overlaps another and the time is all useful work: the weights of kernels.cpu.FFT_SIZES.
+    sub-tile overlaps another and the time is all useful work: the weights of halopaint.kernels.cpu.FFT_SIZES.
     """
-    from kernels.cpu import FusedCPUKernel
+    from halopaint.kernels.cpu import FusedCPUKernel
     per_voxel = {}
     for size in (20, 24, 28, 30, 32, 36, 40, 45, 48, 64):
         s = size - (spec.big_kernel - 1)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--fft-sizes", action="store_true",
-                    help="only calibrate the fused CPU path's FFT sub-tile sizes (kernels.cpu.FFT_SIZES)")
+                    help="only calibrate the fused CPU path's FFT sub-tile sizes (halopaint.kernels.cpu.FFT_SIZES)")
     ap.add_argument("--glibc-defaults", action="store_true",
                     help="leave glibc malloc at its defaults instead of the engine's setting (engine/allocator.py)")
     args = ap.parse_args(argv)

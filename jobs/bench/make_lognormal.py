@@ -19,8 +19,8 @@ import time
 import numpy as np
 from scipy.ndimage import convolve1d
 
-from engine.config import Cosmology, DensityRecipe
-from engine.fields import atomic_h5, standard_attrs
+from halopaint.config import Cosmology, DensityRecipe
+from halopaint.fields import atomic_h5, standard_attrs
 
 RECIPE = DensityRecipe(method="lognormal", particles_per_voxel=0, assignment="none")
 

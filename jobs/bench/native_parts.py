@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.allocator import tune_malloc  # noqa: E402
-from engine.model import Generator  # noqa: E402
-from kernels.cpu import FusedCPUKernel  # noqa: E402
+from halopaint.allocator import tune_malloc  # noqa: E402
+from halopaint.model import Generator  # noqa: E402
+from halopaint.kernels.cpu import FusedCPUKernel  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

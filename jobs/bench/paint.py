@@ -3,7 +3,7 @@
     python jobs/bench/paint.py                       # 256³ and 512³ with R = 1 and 2, one thread per rank
     python jobs/bench/paint.py --grids 1024 --ranks 2 --max-memory 4GiB --threads 1   # the streamed run
 
-Each run is `mpiexec -n R python -m engine.cli paint … --mass-bins 0` (one mass bin) on a lognormal
+Each run is `mpiexec -n R python -m halopaint.cli paint … --mass-bins 0` (one mass bin) on a lognormal
 input from jobs/bench/make_lognormal.py (voxel 4 Mpc/h) with a randomly initialised paper generator
 (the network's cost does not depend on its weights), OMP_NUM_THREADS = --threads per rank. Figures come
 from the painted file's provenance attrs (`wall_time_s` = slowest rank from start to its part finished,
@@ -36,7 +36,7 @@ from make_lognormal import write_lognormal  # noqa: E402
 def make_model(path: Path) -> None:
     """A 1-bin random bundle with the paper architecture, voxel 4 Mpc/h, z = 0."""
     import torch
-    from engine.model import BundleMetadata, Generator, ModelBundle
+    from halopaint.model import BundleMetadata, Generator, ModelBundle
     torch.manual_seed(0)
     meta = BundleMetadata(mass_bin_edges=[1e13, 1e14], voxel_size=4.0, redshift=0.0,
                           training={"note": "random initialisation (benchmark)"})
@@ -44,7 +44,7 @@ def make_model(path: Path) -> None:
 
 
 def sample_rss(proc: subprocess.Popen, path: Path, every_s: float = 5.0) -> dict[int, int]:
-    """Until `proc` exits: peak RSS [bytes] of each of its `engine.cli` descendants (the ranks),
+    """Until `proc` exits: peak RSS [bytes] of each of its `halopaint.cli` descendants (the ranks),
     sampled every `every_s` s and rewritten to `path` as it goes (readable while a long run is going)."""
     import psutil
     peaks: dict[int, int] = {}
@@ -54,7 +54,7 @@ def sample_rss(proc: subprocess.Popen, path: Path, every_s: float = 5.0) -> dict
         try:
             for child in parent.children(recursive=True):
                 try:
-                    if "engine.cli" in " ".join(child.cmdline()):
+                    if "halopaint.cli" in " ".join(child.cmdline()):
                         peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
                 except psutil.Error:
                     pass
@@ -69,7 +69,7 @@ def sample_rss(proc: subprocess.Popen, path: Path, every_s: float = 5.0) -> dict
 def run_paint(model: Path, density: Path, out: Path, ranks: int, threads: int, kernels: str,
               max_memory: str, log: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = ["mpiexec", "-n", str(ranks), sys.executable, "-m", "engine.cli", "paint", "--model", str(model),
+    cmd = ["mpiexec", "-n", str(ranks), sys.executable, "-m", "halopaint.cli", "paint", "--model", str(model),
            "--density", str(density), "--out", str(out), "--mass-bins", "0", "--kernels", kernels,
            "--max-memory", max_memory, "--device", "cpu", "--allow-mismatch"]
     t0 = time.perf_counter()

@@ -62,10 +62,10 @@ def figures(path: str, outdir: Path) -> dict:
     from colossus.cosmology import cosmology as colossus_cosmology
     from colossus.lss import mass_function as colossus_mf
 
-    from engine.config import Cosmology
-    from engine.sim.cosmology import T_CMB, LinearCosmology
-    from engine.sim.diagnostics import power_spectrum
-    from engine.sim.massfunction import mass_function
+    from halopaint.config import Cosmology
+    from halopaint.sim.cosmology import T_CMB, LinearCosmology
+    from halopaint.sim.diagnostics import power_spectrum
+    from halopaint.sim.massfunction import mass_function
 
     outdir.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "r") as f:
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
-    exe = [sys.executable, "-m", "engine.cli", "simulate", "--quiet"]
+    exe = [sys.executable, "-m", "halopaint.cli", "simulate", "--quiet"]
     results = []
     for p in args.particles:
         out = work / f"nbody-g{args.grid}-p{p}.h5"

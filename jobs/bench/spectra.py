@@ -50,8 +50,8 @@ def ours_xpk(a, b, box, threads):
     import dask
     import dask.array as da
 
-    from analysis import fft as dfft
-    from analysis.spectra import spectra
+    from halopaint.analysis import fft as dfft
+    from halopaint.analysis.spectra import spectra
     n = a.shape[0]
     planes = 16                                   # 16 x-planes: slabs stay small (SpectraConfig default)
     with dask.config.set(num_workers=threads):
@@ -63,7 +63,7 @@ def agreement(threads: int) -> dict:
     import Pk_library as PKL
     from Pk_library import bispectrum_library as BKL
 
-    from analysis import bispectrum
+    from halopaint.analysis import bispectrum
     out = {}
     for n in (64, 128):
         a, b = random_fields(n, n)
@@ -71,8 +71,8 @@ def agreement(threads: int) -> dict:
         for mas in ("None", "CIC"):
             import dask
             with dask.config.set(num_workers=threads):
-                from analysis.spectra import spectra
-                from analysis import fft as dfft
+                from halopaint.analysis.spectra import spectra
+                from halopaint.analysis import fft as dfft
                 import dask.array as da
                 fk = [dfft.rfftn(da.from_array(x, chunks=(16, n, n)), chunk_planes=16) for x in (a, b)]
                 k, nm, (paa, pbb, pab), _ = spectra(fk, box, [(0, 0), (1, 1), (0, 1)],
@@ -120,8 +120,8 @@ def speed(sizes, repeats: int, threads: int) -> dict:
 
 def write_big_field(path: str, n: int, box: float, seed: int, slab: int = 32) -> None:
     """A complete /density file of unit-variance white noise + 1, written slab by slab (float32)."""
-    from engine.config import Cosmology
-    from engine.fields import atomic_h5, standard_attrs
+    from halopaint.config import Cosmology
+    from halopaint.fields import atomic_h5, standard_attrs
     with atomic_h5(path, standard_attrs(box, 0.0, Cosmology(), seed=seed)) as f:
         ds = f.create_dataset("density", shape=(n, n, n), dtype=np.float32, chunks=(slab, n, n))
         for x0 in range(0, n, slab):
@@ -133,9 +133,9 @@ def big_child(path: str, spill: str, threads: int) -> None:
     """Run in a fresh process: P(k) of the big file, out of core; prints one JSON line."""
     import dask
 
-    from analysis import fft as dfft
-    from analysis.spectra import spectra
-    from engine.fields import read_info
+    from halopaint.analysis import fft as dfft
+    from halopaint.analysis.spectra import spectra
+    from halopaint.fields import read_info
     info = read_info(path, require=("density",))
     t = time.perf_counter()
     with dask.config.set(num_workers=threads):

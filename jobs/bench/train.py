@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from engine.config import TrainConfig  # noqa: E402
-from engine.ddp import GradientSync  # noqa: E402
-from engine.train import Trainer, TrainingData  # noqa: E402
+from halopaint.config import TrainConfig  # noqa: E402
+from halopaint.ddp import GradientSync  # noqa: E402
+from halopaint.train import Trainer, TrainingData  # noqa: E402
 
 
 def _data(patch: int) -> TrainingData:

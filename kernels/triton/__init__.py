@@ -2,7 +2,7 @@
 
 `AVAILABLE` is True when triton imports; the kernels themselves need a CUDA device, or
 TRITON_INTERPRET=1 set before the first `TritonKernel` is built (CPU tensors, for tests).
-`TritonKernel(params, spec, device)` has the interface of kernels.reference.ReferenceKernel.
+`TritonKernel(params, spec, device)` has the interface of halopaint.kernels.reference.ReferenceKernel.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ except ImportError:  # the optional extra is not installed
     AVAILABLE = False
 
 if AVAILABLE:
-    from kernels.triton.kernel import PRECISIONS, TOLERANCES, TritonKernel
+    from halopaint.kernels.triton.kernel import PRECISIONS, TOLERANCES, TritonKernel
 else:
     PRECISIONS, TOLERANCES = {}, {}
 

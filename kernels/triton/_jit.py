@@ -1,6 +1,6 @@
 """Triton kernels: one residual Inception block per launch, and the pointwise tail.
 
-Imported lazily by kernels.triton.kernel (so that TRITON_INTERPRET, read when these functions are
+Imported lazily by halopaint.kernels.triton.kernel (so that TRITON_INTERPRET, read when these functions are
 decorated, can be set by a process before its first TritonKernel is built).
 
 Layouts (all float32, contiguous, channels last):

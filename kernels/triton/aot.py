@@ -1,9 +1,9 @@
 """Compile the Triton kernels ahead of time for NVIDIA GPUs (no GPU needed) and report their resources.
 
-    python -m kernels.triton.aot                                  # sm_80 and sm_90; fp32, tf32, bf16
-    python -m kernels.triton.aot --arch 90 --precision fp32 --tile 4x4x8 --num-warps 4 --json out.json
+    python -m halopaint.kernels.triton.aot                                  # sm_80 and sm_90; fp32, tf32, bf16
+    python -m halopaint.kernels.triton.aot --arch 90 --precision fp32 --tile 4x4x8 --num-warps 4 --json out.json
 
-Every launch of a TritonKernel forward (`kernels.triton.kernel.launch_plan`: one block kernel per Inception
+Every launch of a TritonKernel forward (`halopaint.kernels.triton.kernel.launch_plan`: one block kernel per Inception
 block, then the tail) goes through the real Triton compiler (TTIR → TTGIR → LLVM IR → PTX) and the ptxas
 shipped in the triton wheel, with the specialisation the JIT gives 16-byte-aligned tensors. ptxas's report
 gives registers per thread, spill stores/loads and stack frame; Triton's metadata the shared memory; the
@@ -13,7 +13,7 @@ per SM are estimated. Exit status 1 if a launch does not compile, spills registe
 on the architecture (shared memory or registers above its limits), or if tf32/bf16 products are not
 compiled to tensor-core instructions.
 
-What this cannot tell: speed or numerical results — those need a GPU (`python -m kernels.triton.check`,
+What this cannot tell: speed or numerical results — those need a GPU (`python -m halopaint.kernels.triton.check`,
 `python jobs/bench/kernels.py --device cuda`).
 """
 
@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 
-from kernels.reference import GeneratorSpec
+from halopaint.kernels.reference import GeneratorSpec
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def compile_launch(launch, arch: int, precision: str) -> LaunchReport:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels.triton import _jit
+    from halopaint.kernels.triton import _jit
     fn = getattr(_jit, launch.kernel)
     sig, attrs = _signature(fn, launch.constexprs)
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def compile_launch(launch, arch: int, precision: str) -> LaunchReport:
 
 def compile_all(archs, precisions, spec: GeneratorSpec | None = None, tile=None, num_warps=None) -> list[LaunchReport]:
     """LaunchReports of every launch of the forward, for each architecture and precision."""
-    from kernels.triton.kernel import launch_plan
+    from halopaint.kernels.triton.kernel import launch_plan
     spec = spec or GeneratorSpec()
     reports = []
     for arch in archs:

@@ -1,7 +1,7 @@
-"""Correctness check of the Triton kernels against kernels.reference, as a command.
+"""Correctness check of the Triton kernels against halopaint.kernels.reference, as a command.
 
-    TRITON_INTERPRET=1 python -m kernels.triton.check --device cpu --case 16:1:16x16x16
-    python -m kernels.triton.check --device cuda --case 50:2:4x4x8 --precision fp32 tf32 bf16
+    TRITON_INTERPRET=1 python -m halopaint.kernels.triton.check --device cpu --case 16:1:16x16x16
+    python -m halopaint.kernels.triton.check --device cuda --case 50:2:4x4x8 --precision fp32 tf32 bf16
 
 Each case is n:batch:tile (output side n, input n+2g). Weights are a fresh random `Generator` with
 weights and biases spread so that the output is non-trivial (most ReLUs active); inputs are Gaussian
@@ -21,7 +21,7 @@ import torch
 
 def spread_params(seed: int, gain: float = 2.0, bias: float = 0.3) -> tuple[dict, object]:
     """A random paper generator with weights × gain and biases + U(−bias, bias); out.bias + 1."""
-    from engine.model import Generator
+    from halopaint.model import Generator
     torch.manual_seed(seed)
     g = Generator()
     with torch.no_grad():
@@ -35,8 +35,8 @@ def spread_params(seed: int, gain: float = 2.0, bias: float = 0.3) -> tuple[dict
 
 
 def run_case(n: int, batch: int, tile, precision: str, device: str, seed: int) -> dict:
-    from kernels.reference import ReferenceKernel
-    from kernels.triton import TOLERANCES, TritonKernel
+    from halopaint.kernels.reference import ReferenceKernel
+    from halopaint.kernels.triton import TOLERANCES, TritonKernel
     params, spec = spread_params(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     side = n + 2 * spec.ghost_width

@@ -1,6 +1,6 @@
 """TritonKernel: the generator forward as one Triton launch per Inception block + one for the tail.
 
-Weights come from the Generator state_dict (kernels.reference names) and are packed once, padded to
+Weights come from the Generator state_dict (halopaint.kernels.reference names) and are packed once, padded to
 powers of two ≥ 16 so every product is a `tl.dot`:
   reductions  (CP, 2·FP)      [a_reduce | b_reduce]ᵀ
   branch A    (K³, FP, FP)    a_conv[o, i, δ] at [δ, i, o]
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.reference import GeneratorSpec
+from halopaint.kernels.reference import GeneratorSpec
 
 PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 # ‖out − ref‖/‖ref‖ each precision is tested to (fp32 exact products; tf32/bf16 rounded operands)
 TOLERANCES = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 5e-2}
 
-# Launch configuration on a GPU, chosen without a GPU from the compiled code (`python -m kernels.triton.aot`:
+# Launch configuration on a GPU, chosen without a GPU from the compiled code (`python -m halopaint.kernels.triton.aot`:
 # ptxas resource usage for sm_80 and sm_90, every precision). The first configuration (4 warps, 128-voxel
 # halo chunks, 4-warp tail) needed 255 registers and spilled 128–184 B per thread in the fp32 kernel of
 # block 2 (sm_90, sm_80) and 568 B in the fp32 tail (sm_90); with 8 warps, 32-voxel halo chunks and an
@@ -42,10 +42,10 @@ INTERPRET_TAIL_BLOCK_V = 4096
 @dataclass(frozen=True)
 class Launch:
     """One kernel launch of a TritonKernel forward: the `_jit` function, its compile-time constants and
-    warps. The same objects drive the launches and the ahead-of-time compile check (kernels.triton.aot)."""
+    warps. The same objects drive the launches and the ahead-of-time compile check (halopaint.kernels.triton.aot)."""
 
     name: str             # "block0", "block1", …, "tail"
-    kernel: str           # function name in kernels.triton._jit
+    kernel: str           # function name in halopaint.kernels.triton._jit
     constexprs: dict
     num_warps: int
 
@@ -104,13 +104,13 @@ class TritonKernel:
     """
 
     name = "triton"
-    # Peak activation memory per (30 channels × 4 B × input voxel), for engine.paint's tile planner:
+    # Peak activation memory per (30 channels × 4 B × input voxel), for halopaint.paint's tile planner:
     # the channels-last input copy, the two 30-channel block outputs and the tail output.
     working_set_factor = 2.2
 
     def __init__(self, params, spec: GeneratorSpec | None = None, device: torch.device | str = "cuda",
                  precision: str = "fp32", tile: tuple[int, int, int] | None = None, num_warps: int | None = None):
-        from kernels.triton import _jit  # noqa: F401  (decorated now: honours TRITON_INTERPRET)
+        from halopaint.kernels.triton import _jit  # noqa: F401  (decorated now: honours TRITON_INTERPRET)
         self._jit = _jit
         self.spec = spec = spec or GeneratorSpec()
         self.device = torch.device(device)
