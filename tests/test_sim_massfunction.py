@@ -1,7 +1,7 @@
 """FoF mass function of a small PM run against Watson et al. (2013) (colossus).
 
-The issue's check (256³ particles in 256 Mpc/h, ≥ 100-particle halos within 25 %) takes ~10 min here and
-runs in jobs/bench/simulate.py (result in the README). CI runs 96³ particles in 192 Mpc/h (particle
+The full check (256³ particles in 256 Mpc/h, ≥ 100-particle halos within 25 %) takes ~10 min here and
+runs in jobs/bench/simulate.py (result in docs/performance.md). CI runs 96³ particles in 192 Mpc/h (particle
 mass 7.0e11 M☉/h, 8× the default run's) and checks halos of ≥ 40 particles within 30 %
 (bins with ≥ 40 halos; the Poisson error of the sparsest bin is ~15 %).
 """
