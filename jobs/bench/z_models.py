@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Held-out quality of the shipped models per redshift: paint the held-out N-body box at each z with the
-model chosen by `--model default` (and, for comparison, the z = 0 model with --allow-mismatch), then the
-per-bin statistics of the model card.
+"""Held-out quality of the per-redshift models: paint the held-out N-body box at each z with the model of
+that z (`--models DIR/default_model_z{z}.pt`; "default" = the shipped one `--model default` picks) and, for
+comparison, with the z = 0 model (--allow-mismatch), then the per-bin statistics of the model card.
 
-    python jobs/bench/z_models.py [--redshifts 0.5 1.0] [--seed 9001] [--run runs/zmodels/eval]
+    python jobs/bench/z_models.py [--redshifts 0.5 1.0] [--seed 9001] [--models runs/zmodels|default]
 
 Prints, per z, model and selection (sum, bin0..3): painted/true halo count, max|T−1| for 0.05 ≤ k ≤ 0.2
 h/Mpc (T = √(P_pred/P_true), no shot-noise subtraction), r_c at the bin nearest 0.1 h/Mpc against the
@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=9001)
     ap.add_argument("--data", default=str(ROOT / "runs" / "dataz"))
     ap.add_argument("--run", default=str(ROOT / "runs" / "zmodels" / "eval"))
+    ap.add_argument("--models", default=str(ROOT / "runs" / "zmodels"),
+                    help="folder holding default_model_z{z}.pt, or 'default' (the shipped models)")
     args = ap.parse_args(argv)
     run, data = Path(args.run), Path(args.data)
     run.mkdir(parents=True, exist_ok=True)
@@ -68,10 +70,11 @@ def main(argv=None) -> int:
         if not truth.exists():
             halopaint("simulate", "--quiet", "--grid", "64", "--box", "256", "--seed", str(args.seed),
                       "--redshift", str(z), "--out", str(truth))
-        for label, extra in (("per-z default", []), ("z=0 model", ["--allow-mismatch"])):
+        per_z = "default" if args.models == "default" else str(Path(args.models) / f"default_model_z{z}.pt")
+        for label, extra in (("per-z model", []), ("z=0 model", ["--allow-mismatch"])):
             tag = f"z{z}-{'perz' if not extra else 'z0'}"
             painted = run / f"{tag}.h5"
-            model = "default" if not extra else str(ROOT / "engine" / "data" / "default_model.pt")
+            model = per_z if not extra else str(ROOT / "engine" / "data" / "default_model.pt")
             if not painted.exists():
                 halopaint("paint", "--quiet", "--model", model, "--density", str(truth), "--out", str(painted), *extra)
             with h5py.File(painted) as f:
