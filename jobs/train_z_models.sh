@@ -9,7 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run="${1:-$root/runs/zmodels}"
-steps="${STEPS:-60}"
+steps="${STEPS:-200}"
 data="$root/runs/dataz"
 mkdir -p "$run" "$data"
 for z in 0.5 1.0; do
