@@ -382,13 +382,15 @@ def _write_serial(out, attrs, fields, nbody, config, linear, clock) -> None:
                  wall_time_s=float(clock.elapsed))
     with atomic_h5(out, attrs) as f:
         f.create_dataset("density", data=fields.density)
-        f.create_dataset("velocity", data=fields.velocity)
+        # /velocity: of the N-body particles in a full run (issue 18), of the 2LPT particles otherwise;
+        # a full run keeps the 2LPT one (matching /density) as /lpt_velocity
+        f.create_dataset("velocity" if nbody is None else "lpt_velocity", data=fields.velocity)
         if nbody is not None:
             cat = nbody.catalog
             halos = ngp_counts(cat.pos, cat.mass, config.mass_bin_edges, config.grid, config.box_size)
             f.create_dataset("halos", data=halos)
             f.create_dataset("nbody_density", data=nbody.density)
-            f.create_dataset("nbody_velocity", data=nbody.velocity)
+            f.create_dataset("velocity", data=nbody.velocity)
             g = f.create_group("catalog")
             g.create_dataset("pos", data=cat.pos.astype(np.float32))
             g.create_dataset("mass", data=cat.mass.astype(np.float64))

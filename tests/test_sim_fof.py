@@ -88,6 +88,20 @@ def test_fof_groups_exact_members_mass_and_unwrapped_centres():
     assert np.all((cat.pos >= 0) & (cat.pos < 100.0))
 
 
+def test_fof_mean_velocity_is_the_members_mean():
+    """Each group's /catalog/vel = the mean of its members' velocities (gid: the true group of each point)."""
+    pos, gid, centres, sizes = _synthetic_catalog(1)
+    vel = np.random.default_rng(3).normal(0, 300.0, pos.shape)
+    cat = fof_groups(pos, 100.0, particle_mass=2.5e10, linking_length=1.0, min_particles=10, vel=vel)
+    assert cat.vel.shape == (cat.n_part.size, 3)
+    for g, s in enumerate(sizes):
+        if s < 10:
+            continue
+        match = np.nonzero(cat.n_part == s)[0]
+        np.testing.assert_allclose(cat.vel[match[0]], vel[gid == g].mean(axis=0), rtol=1e-12, atol=1e-9)
+    assert fof_groups(pos, 100.0, 2.5e10, 1.0, 10).vel is None
+
+
 def test_fof_no_groups():
     pos = np.stack(np.meshgrid(*[np.arange(0, 10.0, 2.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     cat = fof_groups(pos, 10.0, 1.0, 1.0, 2)

@@ -51,6 +51,7 @@ def test_file_contract_and_attrs(small_runs):
         cat_mass = f.h5["catalog/mass"][:]
         cat_pos = f.h5["catalog/pos"][:]
         nbody = f.h5["nbody_density"][:]
+        vel, lpt_vel, cat_vel = f.h5["velocity"][:], f.h5["lpt_velocity"][:], f.h5["catalog/vel"][:]
         attrs = info.attrs
     assert DensityRecipe.from_json(attrs["density_recipe"]) == DensityRecipe(particles_per_voxel=2)
     assert attrs["seed"] == 5 and attrs["n_particles_side"] == 16 and attrs["pm_steps"] == 4
@@ -60,6 +61,12 @@ def test_file_contract_and_attrs(small_runs):
     assert np.all((cat_pos >= 0) & (cat_pos < 64))
     assert nbody.shape == (8, 8, 8) and abs(nbody.mean(dtype=np.float64) - 1) < 1e-5
     assert nbody.std() > rho.std()                     # N-body is more clustered than 2LPT
+    # velocities [km/s]: N-body in /velocity, 2LPT in /lpt_velocity, FoF means in /catalog/vel
+    assert vel.shape == lpt_vel.shape == (3, 8, 8, 8) and vel.dtype == np.float32
+    assert cat_vel.shape == (cat_mass.size, 3) and attrs["velocity_unit"] == "km/s"
+    assert 50 < vel.std() < 2000 and 50 < lpt_vel.std() < 2000
+    assert np.corrcoef(vel.ravel(), lpt_vel.ravel())[0, 1] > 0.5      # same large-scale flows
+    assert list(attrs["peak_rss_bytes"]) and attrs["peak_rss_bytes"][0] > 0
     in_bins = ((cat_mass >= 1e12) & (cat_mass < 1e14)).sum()
     assert halos.sum() == in_bins > 0
 
