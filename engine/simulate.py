@@ -312,6 +312,23 @@ def simulate(config: SimulateConfig, comm=None, quiet: bool = False) -> list[str
         err = str(exc)
     agree(comm, err)
     _prepare_outputs(config, comm)
+    if comm is None:
+        return _run(config, None, need)
+    try:
+        return _run(config, comm, need)
+    except HalopaintError:
+        raise                     # collective ones: every rank has it; others: the CLI aborts the job
+    except BaseException as exc:
+        # an error on one rank (memory, I/O, a bug) would leave the others waiting in a collective
+        # forever: report it and abort the whole job (no part or master is marked complete)
+        log.error(f"rank {comm.Get_rank()}: {type(exc).__name__}: {exc}; aborting all ranks")
+        comm.Abort(1)
+        raise
+
+
+def _run(config: SimulateConfig, comm, need: int) -> list[str]:
+    ranks = 1 if comm is None else comm.Get_size()
+    rank = 0 if comm is None else comm.Get_rank()
     clock = _Clock()
     clock(f"estimated peak memory {need / 2**30:.2f} GiB per rank on {ranks} rank(s)")
 
