@@ -33,7 +33,7 @@ log = get_logger(__name__)
 
 MAX_LATTICE = 1 << 20                         # the white-noise hash's limit (halopaint.sim.ics)
 RUNTIME_OVERHEAD_BYTES = 512 * 1024**2        # Python, numpy, scipy, numba, h5py, MPI per rank (≈ 0.4 GB)
-PARTICLE_BYTES = 200                          # per particle of one CIC chunk: q, x, v, ψ1, ψ2, send/recv
+PARTICLE_BYTES = 300                          # per particle of one CIC block: q, x, v, ψ copies, send/recv
 FAIL_HOOK_ENV = "HALOPAINT_TEST_SIM_FAIL_RANK"  # test hook: this rank raises after the 2LPT stage
 FFT_LAYER = "slab transpose (MPI Alltoallw of subarray datatypes) around scipy.fft 1D transforms"
 
@@ -146,7 +146,8 @@ def lpt_plan_bytes(n_lat: int, grid: int, ranks: int) -> dict:
 
     C = one complex64 slab of the lattice spectrum, 8·⌈n/R⌉·n·(n/2+1) B. Stages: source (φ̂1, the
     transposed scratch, the real source: 2C + 4·⌈n/R⌉n² B), displacements (5C while the four x-slabs
-    are made), CIC (4C + the float64 4-channel output buffer + the float32 outputs + one particle chunk).
+    are made), CIC (4C + the float64 4-channel output buffer + the float32 outputs + ψ of one x-plane
+    chunk + one block of ≤ 2^18 particles).
     """
     nh = n_lat // 2 + 1
     planes = -(-n_lat // ranks)
@@ -154,8 +155,8 @@ def lpt_plan_bytes(n_lat: int, grid: int, ranks: int) -> dict:
     real = 4 * planes * n_lat * n_lat
     g = -(-grid // ranks)
     out_buf = 8 * 4 * (g + 1) * grid * grid + 16 * g * grid * grid
-    chunk_particles = max(1, (1 << 21) // (n_lat * n_lat)) * n_lat * n_lat
-    chunk = PARTICLE_BYTES * chunk_particles
+    block = 1 << 18                                   # halopaint.sim.lpt.PARTICLE_BLOCK
+    chunk = PARTICLE_BYTES * max(block, n_lat) + 24 * max(block, n_lat * n_lat)   # + ψ1, ψ2 of the planes
     stages = {"source": 2 * c + real + 3 * 8 * n_lat * n_lat, "displacements": 5 * c,
               "cic": 4 * c + out_buf + chunk}
     stages["peak"] = max(stages.values()) + RUNTIME_OVERHEAD_BYTES

@@ -124,30 +124,56 @@ class Displacements:
         return psi1, psi2
 
 
-def lattice_positions(i0: int, i1: int, n: int, box_size: float) -> np.ndarray:
-    """Unperturbed lattice q = (i, j, l)·box/n for global x-planes [i0, i1): (i1−i0, n, n, 3) float64."""
+def lattice_positions(i0: int, i1: int, n: int, box_size: float, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Unperturbed lattice q = (i, j, l)·box/n for global x-planes [i0, i1) (and y-rows [j0, j1)):
+    (i1−i0, j1−j0, n, 3) float64 [Mpc/h]."""
     spacing = box_size / n
+    j0, j1 = (0, n) if rows is None else rows
     ix = np.arange(i0, i1, dtype=np.float64) * spacing
-    iy = np.arange(n, dtype=np.float64) * spacing
-    gx, gy, gz = np.meshgrid(ix, iy, iy, indexing="ij")
+    iy = np.arange(j0, j1, dtype=np.float64) * spacing
+    iz = np.arange(n, dtype=np.float64) * spacing
+    gx, gy, gz = np.meshgrid(ix, iy, iz, indexing="ij")
     return np.stack([gx, gy, gz], axis=-1)
 
 
+#: particles per CIC block: bounds the per-block temporaries (≈ 300 B per particle) for any lattice size
+PARTICLE_BLOCK = 1 << 18
+
+
+def particle_blocks(fft: SlabFFT, block: int = PARTICLE_BLOCK) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """This rank's lattice particles in blocks of ≤ max(block, n) particles: [(i0, i1, [(j0, j1), ...])]
+    = local x-plane chunks [i0, i1) (ψ is evaluated per chunk: 24 B × (i1−i0)·n²) and their y-row blocks."""
+    n = fft.n
+    planes = max(1, block // (n * n))
+    rows = n if planes > 1 else max(1, block // n)
+    return [(i0, min(fft.nx, i0 + planes), [(j, min(n, j + rows)) for j in range(0, n, rows)])
+            for i0 in range(0, fft.nx, planes)]
+
+
+def count_blocks(fft: SlabFFT, block: int = PARTICLE_BLOCK) -> int:
+    """Number of blocks `iterate_particles` yields on this rank."""
+    return sum(len(rows) for _, _, rows in particle_blocks(fft, block))
+
+
 def iterate_particles(disp: Displacements, n: int, box_size: float, d1: float, d2: float,
-                      v1: float, v2: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Positions [Mpc/h] in [0, L) and velocities of this rank's lattice particles, chunk by chunk:
+                      v1: float, v2: float, block: int = PARTICLE_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Positions [Mpc/h] in [0, L) and velocities of this rank's lattice particles, block by block:
     x = q + d1 ψ1 + d2 ψ2, v = v1 ψ1 + v2 ψ2 (v1 = a H f1 D1 etc. in the caller's velocity unit per
-    Mpc/h). Yields (pos (m, 3) float64, vel (m, 3) float64) per chunk of local x-planes."""
+    Mpc/h). Yields (pos (m, 3) float64, vel (m, 3) float64), count_blocks(disp.fft, block) times,
+    in lattice order (x-plane, then y, then z)."""
     fft = disp.fft
-    for i0, i1 in fft.plane_chunks():
+    for i0, i1, rows in particle_blocks(fft, block):
         psi1, psi2 = disp.chunk(i0, i1)
-        q = lattice_positions(fft.x0 + i0, fft.x0 + i1, n, box_size)
-        pos = q + d1 * psi1.astype(np.float64)
-        vel = v1 * psi1.astype(np.float64)
-        if psi2 is not None:
-            pos += d2 * psi2
-            vel += v2 * psi2
-        pos = pos.reshape(-1, 3)
-        np.mod(pos, box_size, out=pos)
-        pos[pos >= box_size] = 0.0
-        yield pos, vel.reshape(-1, 3)
+        for j0, j1 in rows:
+            p1 = psi1[:, j0:j1].astype(np.float64)
+            q = lattice_positions(fft.x0 + i0, fft.x0 + i1, n, box_size, rows=(j0, j1))
+            pos = q + d1 * p1
+            vel = v1 * p1
+            if psi2 is not None:
+                p2 = psi2[:, j0:j1].astype(np.float64)
+                pos += d2 * p2
+                vel += v2 * p2
+            pos = pos.reshape(-1, 3)
+            np.mod(pos, box_size, out=pos)
+            pos[pos >= box_size] = 0.0
+            yield pos, vel.reshape(-1, 3)

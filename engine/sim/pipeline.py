@@ -22,7 +22,7 @@ from halopaint.sim.assign import SlabMesh
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.sim.fof import HaloCatalog, fof_groups
 from halopaint.sim.ics import linear_density_k
-from halopaint.sim.lpt import Displacements, iterate_particles, potential_1lpt, potential_2lpt
+from halopaint.sim.lpt import Displacements, count_blocks, iterate_particles, potential_1lpt, potential_2lpt
 from halopaint.sim.pm import run_pm
 from halopaint.sim.slabfft import SlabFFT
 
@@ -73,7 +73,7 @@ class LptFields:
         del phi1, phi2
 
     def _steps(self) -> int:
-        local = len(self.fft.plane_chunks())
+        local = count_blocks(self.fft)
         if self.fft.comm is None:
             return local
         from mpi4py import MPI
