@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from halopaint.log import progress
 from halopaint.sim.assign import SlabMesh
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.sim.fof import HaloCatalog, fof_groups
@@ -87,7 +88,8 @@ class LptFields:
         mesh = SlabMesh(self.grid, self.box_size, self.fft.comm)
         chunks = iterate_particles(self.disp, self.n_lat, self.box_size, d1, d2, v1, v2)
         empty = np.zeros((0, 3))
-        for _ in range(self._steps()):
+        steps = self._steps()
+        for _ in progress(range(steps), total=steps, desc=f"CIC a={a:.3g}", unit="block"):
             pos, vel = next(chunks, (empty, empty))
             mesh.deposit(pos, vel)
         density, velocity = mesh.finish(self.n_lat**3)
