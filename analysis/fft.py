@@ -31,6 +31,7 @@ import numpy as np
 import scipy.fft
 
 from halopaint.errors import HalopaintError
+from halopaint.fourier import integer_modes
 from halopaint.log import progress_enabled
 
 
@@ -298,11 +299,10 @@ atexit.register(release_spills)
 def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer wavenumbers of an (N, N, N//2+1) rfft array: (full axis [N], half axis [N//2+1]), int64.
 
-    Full axis follows Pylians' convention: index i > N//2 → i − N, so the Nyquist index N//2 is +N/2.
+    Full axis follows Pylians' convention: index i > N//2 → i − N, so the Nyquist index N//2 is +N/2
+    (halopaint.fourier.integer_modes with nyquist="positive").
     """
-    full = np.arange(n, dtype=np.int64)
-    full = np.where(full > n // 2, full - n, full)
-    return full, np.arange(n // 2 + 1, dtype=np.int64)
+    return integer_modes(n, nyquist="positive")
 
 
 def compute(*arrays, scheduler=None, progress: bool = False):

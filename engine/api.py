@@ -150,14 +150,16 @@ def simulate(grid: int = 64, box_size: float = 256.0, seed: int = 1, redshift: f
     lpt_only "halos" (n_bins, N, N, N), "nbody_density", "catalog/pos" …) and "attrs" (the root attrs).
     Raises ValueError for parameters the CLI refuses.
     """
-    from halopaint.sim import simulate as run_simulation
+    from mpi4py import MPI
+
+    from halopaint.simulate import simulate as run_simulation
     with tempfile.TemporaryDirectory(prefix="halopaint-api-", dir=workdir) as tmp:
         out = Path(tmp) / "sim.h5"
         try:
             cfg = SimulateConfig(grid=int(grid), box_size=float(box_size), seed=int(seed),
                                  redshift=float(redshift), lpt_only=bool(lpt_only), out=str(out),
                                  cosmology=cosmology or Cosmology(), **options)
-            run_simulation(cfg, quiet=True)
+            run_simulation(cfg, comm=MPI.COMM_SELF, quiet=True)
         except HalopaintError as exc:
             raise ValueError(str(exc)) from None
         except TypeError as exc:

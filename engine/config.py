@@ -75,10 +75,22 @@ class SimulateConfig:
     fof_linking_length: float = 0.2     # in units of the mean interparticle separation
     fof_min_particles: int = 10
     cosmology: Cosmology = field(default_factory=Cosmology)
+    redshifts: tuple[float, ...] = ()   # several output redshifts from one set of ICs; () → (redshift,)
+    max_memory_bytes: int | None = None  # refuse a plan whose per-rank peak exceeds this
+    dry_run: bool = False               # print the plan, allocate and write nothing
+    plan_ranks: int | None = None       # --dry-run: plan for this many ranks (default: the launcher's)
 
     @property
     def n_particles_side(self) -> int:
         return self.particles_per_side if self.particles_per_side is not None else 4 * self.grid
+
+    @property
+    def output_redshifts(self) -> tuple[float, ...]:
+        return tuple(self.redshifts) if self.redshifts else (self.redshift,)
+
+    def output_path(self, z: float) -> str:
+        """`out` with `{z}` replaced by the redshift written as `f"{z:g}"` (0.0 → 0, 0.5 → 0.5)."""
+        return self.out.replace("{z}", f"{z:g}")
 
 
 @dataclass(frozen=True)

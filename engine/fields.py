@@ -274,3 +274,47 @@ def file_provenance(path: str, attrs: dict) -> dict:
             v = attrs[key]
             rec[key] = v.item() if isinstance(v, np.generic) else v
     return rec
+
+
+# ------------------------------------------------------------------------- per-rank parts + master
+
+def parts_dir(out: str | os.PathLike) -> Path:
+    """Where the per-rank part files of OUT live: OUT.h5 → OUT.parts/ (next to it)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".parts") if out.suffix else out.with_name(out.name + ".parts")
+
+
+def part_path(out: str | os.PathLike, rank: int) -> Path:
+    """Rank `rank`'s part file of OUT: OUT.parts/rank-RRRR.h5."""
+    return parts_dir(out) / f"rank-{rank:04d}.h5"
+
+
+def write_slab_master(out: str | os.PathLike, grid: int, bounds: list[tuple[int, int]],
+                      datasets: dict[str, tuple[int, ...]], attrs: dict, dtype=np.float32) -> None:
+    """Master file OUT whose datasets are HDF5 virtual datasets over per-rank x-slab part files.
+
+    bounds: [x0, x1) of each rank's part (rank order, covering [0, grid)). datasets: name → leading
+    shape, e.g. {"density": (), "velocity": (3,), "halos": (n_bins,)}: the part of rank r holds
+    `name` with shape lead + (x1−x0, N, N), the master lead + (N, N, N). Sources are named relative to
+    OUT (OUT and its .parts directory move together). Root attrs, then `complete = True` last, then an
+    atomic rename; nothing appears at OUT on error.
+    """
+    out = Path(out)
+    check_writable(out)
+    rel = parts_dir(out).name
+    tmp = temporary_path(out)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            for name, lead in datasets.items():
+                lead = tuple(int(v) for v in lead)
+                layout = h5py.VirtualLayout(shape=lead + (grid, grid, grid), dtype=dtype)
+                for r, (x0, x1) in enumerate(bounds):
+                    src = h5py.VirtualSource(f"{rel}/rank-{r:04d}.h5", name, shape=lead + (x1 - x0, grid, grid))
+                    layout[(slice(None),) * len(lead) + (slice(x0, x1),)] = src
+                f.create_virtual_dataset(name, layout, fillvalue=np.nan)
+            f.attrs["complete"] = True
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

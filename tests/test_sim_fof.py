@@ -88,6 +88,20 @@ def test_fof_groups_exact_members_mass_and_unwrapped_centres():
     assert np.all((cat.pos >= 0) & (cat.pos < 100.0))
 
 
+def test_fof_mean_velocity_is_the_members_mean():
+    """Each group's /catalog/vel = the mean of its members' velocities (gid: the true group of each point)."""
+    pos, gid, centres, sizes = _synthetic_catalog(1)
+    vel = np.random.default_rng(3).normal(0, 300.0, pos.shape)
+    cat = fof_groups(pos, 100.0, particle_mass=2.5e10, linking_length=1.0, min_particles=10, vel=vel)
+    assert cat.vel.shape == (cat.n_part.size, 3)
+    for g, s in enumerate(sizes):
+        if s < 10:
+            continue
+        match = np.nonzero(cat.n_part == s)[0]
+        np.testing.assert_allclose(cat.vel[match[0]], vel[gid == g].mean(axis=0), rtol=1e-12, atol=1e-9)
+    assert fof_groups(pos, 100.0, 2.5e10, 1.0, 10).vel is None
+
+
 def test_fof_no_groups():
     pos = np.stack(np.meshgrid(*[np.arange(0, 10.0, 2.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     cat = fof_groups(pos, 10.0, 1.0, 1.0, 2)
@@ -127,3 +141,26 @@ def test_ngp_counts_bins_and_wrapping():
     assert counts.shape == (2, 8, 8, 8) and counts.dtype == np.float32
     assert counts[0, 0, 0, 0] == 1 and counts[0, 7, 0, 0] == 1 and counts[0, 7, 7, 7] == 1
     assert counts[1, 4, 4, 4] == 1 and counts.sum() == 4      # 5e11 is below every bin
+
+
+def test_slab_mesh_equals_cic_paint_and_weights_velocities_by_mass():
+    from halopaint.sim.assign import SlabMesh
+    rng = np.random.default_rng(8)
+    pos = rng.random((3000, 3)) * 40.0
+    pos[:3] = [[0, 0, 0], [39.9999999, 20, 0], [5.0, 5.0, 5.0]]
+    ref = np.zeros((10, 10, 10))
+    cic_paint(ref, pos, 40.0)
+    vel = np.tile([100.0, -50.0, 7.0], (3000, 1))
+    mesh = SlabMesh(10, 40.0)
+    mesh.deposit(pos, vel)
+    rho, v = mesh.finish(3000)
+    np.testing.assert_allclose(rho, ref * 1000 / 3000, rtol=1e-6)
+    filled = rho > 0
+    np.testing.assert_allclose(v[:, filled], np.array([100.0, -50.0, 7.0])[:, None] * np.ones(filled.sum()), rtol=1e-6)
+    # velocities are mass-weighted: two particles in one voxel centre → the mean
+    mesh = SlabMesh(4, 4.0)
+    mesh.deposit(np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [2.5, 2.5, 2.5]]),
+                 np.array([[10.0, 0, 0], [30.0, 0, 0], [0, 0, -5.0]]))
+    rho, v = mesh.finish(3)
+    assert v[0, 0, 0, 0] == pytest.approx(20.0) and v[2, 2, 2, 2] == pytest.approx(-5.0)
+    assert v[:, 1, 1, 1].tolist() == [0.0, 0.0, 0.0]     # no mass → 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from halopaint.config import Cosmology
-from halopaint.sim import lpt_density
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.sim.ics import linear_density_k, white_noise_modes
-from halopaint.sim.lpt import gradient_slabs, lattice_positions, potential_1lpt, potential_2lpt
-from halopaint.sim.slabfft import irfftn_slabs, rfftn_slabs
+from halopaint.sim.lpt import Displacements, lattice_positions, potential_1lpt, potential_2lpt
+from halopaint.sim.pipeline import lpt_density
+from halopaint.sim.slabfft import SlabFFT
 
 LIN = LinearCosmology(Cosmology())
 
@@ -24,8 +23,8 @@ def _integers(n):
 
 def test_modes_shared_between_lattices_up_to_coarse_nyquist():
     box = 300.0
-    coarse = linear_density_k(7, 16, box, LIN).numpy() / 16**3
-    fine = linear_density_k(7, 40, box, LIN).numpy() / 40**3          # also an odd-size half axis
+    coarse = linear_density_k(7, 16, box, LIN) / 16**3
+    fine = linear_density_k(7, 40, box, LIN) / 40**3          # also an odd-size half axis
     nx, ny, nz = _integers(16)
     inside = (np.abs(nx) < 8) & (np.abs(ny) < 8) & (nz < 8)
     fx, fy = nx % 40, ny % 40
@@ -33,7 +32,7 @@ def test_modes_shared_between_lattices_up_to_coarse_nyquist():
     np.testing.assert_allclose(np.where(inside, shared, 0), np.where(inside, coarse, 0), rtol=2e-6, atol=0)
     assert np.all(coarse[~inside] == 0)                                 # coarse Nyquist planes are zero
     # a different seed gives different modes
-    other = linear_density_k(8, 16, box, LIN).numpy() / 16**3
+    other = linear_density_k(8, 16, box, LIN) / 16**3
     assert np.abs(other - coarse)[inside & (coarse != 0)].min() > 0
 
 
@@ -59,8 +58,10 @@ def test_white_noise_is_hermitian_and_unit_variance():
     assert np.mean(g.real[np.abs(g) > 0] ** 2) == pytest.approx(0.5, abs=0.02)
     # the real-space field of a lattice's modes is real and consistent (irfft/rfft round trip)
     d = linear_density_k(5, 24, 100.0, LIN)
-    back = torch.fft.rfftn(torch.fft.irfftn(d.to(torch.complex128), s=(24,) * 3))
-    np.testing.assert_allclose(back.numpy(), d.numpy(), atol=1e-5 * np.abs(d.numpy()).max())
+    back = np.fft.rfftn(np.fft.irfftn(d.astype(np.complex128), s=(24,) * 3))
+    np.testing.assert_allclose(back, d, atol=1e-5 * np.abs(d).max())
+    # the y-slab of a rank is exactly those rows of the whole spectrum
+    np.testing.assert_array_equal(linear_density_k(5, 24, 100.0, LIN, y_range=(7, 16), chunk=5), d[:, 7:16])
 
 
 def test_initial_power_spectrum_chi2_over_seed_ensemble():
@@ -76,7 +77,7 @@ def test_initial_power_spectrum_chi2_over_seed_ensemble():
     plin = LIN.power(kf * nmag[independent])
     chi2, dof = 0.0, 0
     for seed in seeds:
-        d = linear_density_k(seed, n, box, LIN).numpy()
+        d = linear_density_k(seed, n, box, LIN)
         ratio = (np.abs(d[independent]) ** 2 * box**3 / n**6) / plin
         counts = np.bincount(bins, minlength=n // 2)[1:n // 2]
         means = np.bincount(bins, weights=ratio, minlength=n // 2)[1:n // 2] / counts
@@ -90,14 +91,19 @@ def test_2lpt_matches_analytic_two_plane_waves():
     ∇²φ2 = φ,xx φ,yy = AB cos k₁x cos k₂y → φ2 = −AB cos k₁x cos k₂y / (k₁² + k₂²)."""
     n, box, A, B = 32, 64.0, 0.3, 0.2
     k1, k2 = 2 * np.pi / box * 3, 2 * np.pi / box * 2
-    q = lattice_positions(0, n, n, box).numpy()
+    q = lattice_positions(0, n, n, box)
     x, y = q[..., 0], q[..., 1]
     delta = A * np.cos(k1 * x) + B * np.cos(k2 * y)
-    delta_k = rfftn_slabs(torch.from_numpy(delta.astype(np.float32)), chunk=5)
-    phi1 = potential_1lpt(delta_k, box, chunk=7)
-    phi2 = irfftn_slabs(potential_2lpt(phi1, box, chunk=6), n).numpy()
+    fft = SlabFFT(n, chunk=5)
+    delta_k = fft.forward(delta.astype(np.float32))
+    phi1 = potential_1lpt(delta_k, fft, box)
+    phi2_k = potential_2lpt(phi1, fft, box)
+    phi2 = fft.backward(phi2_k)
     np.testing.assert_allclose(phi2, -A * B * np.cos(k1 * x) * np.cos(k2 * y) / (k1**2 + k2**2), atol=2e-6)
-    psi = np.concatenate([g.numpy() for _, _, g in gradient_slabs(phi1, box, chunk=5)])
+    psi, psi2 = Displacements(phi1, phi2_k, fft, box).chunk(0, n)
+    # ψ2 = +∇φ2: (A B k1 sin k1x cos k2y, A B k2 cos k1x sin k2y, 0) / (k1² + k2²)
+    np.testing.assert_allclose(psi2[..., 0], A * B * k1 * np.sin(k1 * x) * np.cos(k2 * y) / (k1**2 + k2**2), atol=2e-6)
+    np.testing.assert_allclose(psi2[..., 1], A * B * k2 * np.cos(k1 * x) * np.sin(k2 * y) / (k1**2 + k2**2), atol=2e-6)
     np.testing.assert_allclose(psi[..., 0], -A * np.sin(k1 * x) / k1, atol=2e-6)
     np.testing.assert_allclose(psi[..., 1], -B * np.sin(k2 * y) / k2, atol=2e-6)
     np.testing.assert_allclose(psi[..., 2], 0, atol=2e-6)
@@ -111,7 +117,7 @@ def test_lpt_density_mean_and_linear_limit():
     # shifted by half a voxel (the lattice starts at 0, voxel centres are at (i+½)H)
     a = 0.05
     rho_k = np.fft.rfftn(lpt_density(11, 16, 400.0, 2, LIN, a).astype(np.float64) - 1)
-    lin_k = linear_density_k(11, 16, 400.0, LIN).numpy().astype(np.complex128)
+    lin_k = linear_density_k(11, 16, 400.0, LIN).astype(np.complex128)
     nx, ny, nz = _integers(16)
     lin_k = lin_k * np.exp(1j * np.pi / 16 * (nx + ny + nz)) * LIN.D1(a)
     rho_k = rho_k / (np.sinc(nx / 16) * np.sinc(ny / 16) * np.sinc(nz / 16)) ** 2     # CIC window
@@ -124,6 +130,7 @@ def test_lpt_density_mean_and_linear_limit():
 
 def test_lpt_density_independent_of_thread_count():
     import numba
+    import torch
     old_t, old_n = torch.get_num_threads(), numba.get_num_threads()
     try:
         results = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from halopaint.config import SimulateConfig
-from halopaint.sim import nbody_halos
+from halopaint.simulate import run_nbody
 from halopaint.sim.cosmology import T_CMB, LinearCosmology
 from halopaint.sim.massfunction import mass_function
 
@@ -25,7 +25,7 @@ def test_fof_mass_function_matches_watson13():
     config = SimulateConfig(grid=16, box_size=192.0, particles_per_side=96, seed=3)
     c = config.cosmology
     lin = LinearCosmology(c)
-    catalog, _ = nbody_halos(config, lin)
+    catalog = run_nbody(config, lin).catalog
     mp = lin.particle_mass(config.box_size, config.n_particles_side)
     edges = mp * np.logspace(np.log10(40), np.log10(1280), 6)
     centres, dndlnm, counts = mass_function(catalog.mass, config.box_size, edges)

@@ -14,8 +14,9 @@ import pytest
 from halopaint.cli import main
 from halopaint.config import DensityRecipe, SimulateConfig
 from halopaint.errors import HalopaintError
+from halopaint.simulate import run_nbody
 from halopaint.fields import FieldFile, read_info
-from halopaint.sim import simulate, validate_config
+from halopaint.simulate import simulate, validate_config
 
 SMALL = ["--grid", "8", "--box", "64", "--particles-per-side", "16", "--pm-steps", "4"]
 
@@ -50,6 +51,7 @@ def test_file_contract_and_attrs(small_runs):
         cat_mass = f.h5["catalog/mass"][:]
         cat_pos = f.h5["catalog/pos"][:]
         nbody = f.h5["nbody_density"][:]
+        vel, lpt_vel, cat_vel = f.h5["velocity"][:], f.h5["lpt_velocity"][:], f.h5["catalog/vel"][:]
         attrs = info.attrs
     assert DensityRecipe.from_json(attrs["density_recipe"]) == DensityRecipe(particles_per_voxel=2)
     assert attrs["seed"] == 5 and attrs["n_particles_side"] == 16 and attrs["pm_steps"] == 4
@@ -59,6 +61,12 @@ def test_file_contract_and_attrs(small_runs):
     assert np.all((cat_pos >= 0) & (cat_pos < 64))
     assert nbody.shape == (8, 8, 8) and abs(nbody.mean(dtype=np.float64) - 1) < 1e-5
     assert nbody.std() > rho.std()                     # N-body is more clustered than 2LPT
+    # velocities [km/s]: N-body in /velocity, 2LPT in /lpt_velocity, FoF means in /catalog/vel
+    assert vel.shape == lpt_vel.shape == (3, 8, 8, 8) and vel.dtype == np.float32
+    assert cat_vel.shape == (cat_mass.size, 3) and attrs["velocity_unit"] == "km/s"
+    assert 50 < vel.std() < 2000 and 50 < lpt_vel.std() < 2000
+    assert np.corrcoef(vel.ravel(), lpt_vel.ravel())[0, 1] > 0.5      # same large-scale flows
+    assert list(attrs["peak_rss_bytes"]) and attrs["peak_rss_bytes"][0] > 0
     in_bins = ((cat_mass >= 1e12) & (cat_mass < 1e14)).sum()
     assert halos.sum() == in_bins > 0
 
@@ -118,11 +126,11 @@ def test_unwritable_output(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_file(tmp_path, monkeypatch):
-    import halopaint.sim as sim
+    import halopaint.sim.grids as grids
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed mid-run")
-    monkeypatch.setattr(sim, "ngp_counts", boom)
+    monkeypatch.setattr(grids, "ngp_counts", boom)
     out = tmp_path / "x.h5"
     with pytest.raises(RuntimeError):
         simulate(SimulateConfig(grid=8, box_size=64.0, particles_per_side=16, pm_steps=2, out=str(out)), quiet=True)
@@ -150,7 +158,6 @@ def test_nbody_halos_independent_of_thread_count():
     import numba
     import torch
 
-    from halopaint.sim import nbody_halos
     from halopaint.sim.cosmology import LinearCosmology
     config = SimulateConfig(grid=8, box_size=64.0, particles_per_side=16, pm_steps=4, seed=9)
     old_t, old_n = torch.get_num_threads(), numba.get_num_threads()
@@ -159,11 +166,13 @@ def test_nbody_halos_independent_of_thread_count():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            results.append(nbody_halos(config, LinearCosmology(config.cosmology)))
+            results.append(run_nbody(config, LinearCosmology(config.cosmology)))
     finally:
         torch.set_num_threads(old_t)
         numba.set_num_threads(old_n)
-    (cat1, rho1), (cat2, rho2) = results
+    (cat1, rho1), (cat2, rho2) = [(r.catalog, r.density) for r in results]
     np.testing.assert_array_equal(rho1, rho2)
+    np.testing.assert_array_equal(results[0].velocity, results[1].velocity)
+    np.testing.assert_array_equal(cat1.vel, cat2.vel)
     np.testing.assert_array_equal(cat1.pos, cat2.pos)
     np.testing.assert_array_equal(cat1.mass, cat2.mass)

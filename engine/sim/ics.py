@@ -14,11 +14,11 @@ Convention (Pylians / docs/formats.md): δ̂(n) = Σ_x δ(x) e^{−ik·x} (numpy
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.sim.kernels import white_noise_kernel
-from halopaint.sim.slabfft import DEFAULT_CHUNK, chunk_planes
+from halopaint.fourier import integer_modes
+from halopaint.sim.slabfft import chunk_planes
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _OFFSET = 1 << 20                   # wavevector components are stored as n + 2^20 in 21 bits
@@ -69,13 +69,6 @@ def white_noise_modes(seed: int, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray)
     return g
 
 
-def _lattice_integers(n: int):
-    """Signed integer wavevector components of an n-point axis (fft order) and the rfft half-axis."""
-    full = np.fft.fftfreq(n, d=1.0 / n).round().astype(np.int64)
-    half = np.arange(n // 2 + 1, dtype=np.int64)
-    return full, half
-
-
 def _sqrt_power_interpolator(linear: LinearCosmology, k_min: float, k_max: float):
     """√P_lin(k) by log-log interpolation on 8192 nodes (relative error < 1e-6 on these smooth P)."""
     lnk = np.linspace(np.log(k_min * 0.99), np.log(k_max), 8192)
@@ -88,29 +81,32 @@ def _sqrt_power_interpolator(linear: LinearCosmology, k_min: float, k_max: float
 
 
 def linear_density_k(seed: int, n: int, box_size: float, linear: LinearCosmology,
-                     chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """δ̂_L(n) at z = 0 on an n³ lattice: (n, n, n//2+1) complex64 torch tensor (numpy DFT convention).
+                     y_range: tuple[int, int] | None = None, chunk: int | None = None) -> np.ndarray:
+    """δ̂_L(n) at z = 0 on an n³ lattice, the ky rows [y0, y1) of the rfft layout (default all):
+    (n, y1−y0, n//2+1) complex64 numpy array (numpy DFT convention), the y-slab of a SlabFFT.
 
     Modes on any Nyquist plane (|n_i| = n/2, n even) are zero; everything else is a pure function of
-    (seed, integer wavevector), independent of n for the shared modes.
+    (seed, integer wavevector), independent of n, of the y-range and of the chunking for the shared modes.
     """
     if n > MAX_LATTICE:
         raise ValueError(f"lattice of {n} per side is beyond the noise generator's 2^20 limit")
-    full, half = _lattice_integers(n)
-    chunk = chunk_planes(n, chunk)
+    full, half = integer_modes(n)
+    y0, y1 = (0, n) if y_range is None else y_range
+    rows = full[y0:y1]
+    chunk = chunk_planes(n, chunk, cross_section=max(1, rows.size) * half.size)
     volume = box_size**3
     kf = 2.0 * np.pi / box_size
     amplitude = _sqrt_power_interpolator(linear, kf, kf * n * np.sqrt(3.0) / 2.0 * 1.01)
-    out = torch.empty((n, n, n // 2 + 1), dtype=torch.complex64)
-    ny, nz = full[None, :, None], half[None, None, :]
+    out = np.empty((n, rows.size, n // 2 + 1), dtype=np.complex64)
+    ny, nz = rows[None, :, None], half[None, None, :]
     state = _seed_state(seed)
     nyquist_yz = (np.abs(ny) * 2 == n) | (nz * 2 == n)
     for i0 in range(0, n, chunk):
         nx = full[i0:i0 + chunk, None, None]
-        g = np.empty((nx.size, n, n // 2 + 1), dtype=np.complex128)
-        white_noise_kernel(state, nx.ravel(), full, half, g)
+        g = np.empty((nx.size, rows.size, n // 2 + 1), dtype=np.complex128)
+        white_noise_kernel(state, nx.ravel(), rows, half, g)
         k = kf * np.sqrt(nx * nx + ny * ny + nz * nz)
         amp = n**3 / np.sqrt(volume) * amplitude(k)
         zero = nyquist_yz | (np.abs(nx) * 2 == n)
-        out[i0:i0 + chunk] = torch.from_numpy(np.where(zero, 0.0, g * amp).astype(np.complex64))
+        out[i0:i0 + chunk] = np.where(zero, 0.0, g * amp).astype(np.complex64)
     return out

@@ -115,3 +115,43 @@ def white_noise_kernel(state, nx, ny, nz, out):
                     r = 0.0
                 phase = 2.0 * np.pi * u2
                 out[i, j, l] = complex(r * np.cos(phase), (-r if flip else r) * np.sin(phase))
+
+
+@numba.njit(cache=True)
+def cic_paint_slab_kernel(grid, pos, vel, box_size, n, x_origin):
+    """Mass (and momentum) CIC of particles into an x-slab buffer of a periodic n³ grid.
+
+    grid (c, m, n, n) float64 holds global x-planes x_origin … x_origin+m−1 (mod n); c = 1 (mass) or
+    1 + vel.shape[1] (mass, then mass × each velocity component). pos (p, 3) [Mpc/h] in [0, L); vel (p, d).
+    Serial loop in particle order, float64 accumulation (bit-reproducible). → number of particles whose
+    CIC planes fall outside the buffer (they are skipped; the caller treats > 0 as an error).
+    """
+    m = grid.shape[1]
+    nc = grid.shape[0]
+    scale = n / box_size
+    outside = 0
+    for p in range(pos.shape[0]):
+        ix0, ix1, fx = _corner(pos[p, 0], n, scale)
+        lx0 = ix0 - x_origin
+        if lx0 < 0:
+            lx0 += n
+        if lx0 + 1 >= m:
+            outside += 1
+            continue
+        lx1 = lx0 + 1
+        iy0, iy1, fy = _corner(pos[p, 1], n, scale)
+        iz0, iz1, fz = _corner(pos[p, 2], n, scale)
+        gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz
+        for cx in range(2):
+            lx = lx0 if cx == 0 else lx1
+            wx = gx if cx == 0 else fx
+            for cy in range(2):
+                iy = iy0 if cy == 0 else iy1
+                wxy = wx * (gy if cy == 0 else fy)
+                for cz in range(2):
+                    iz = iz0 if cz == 0 else iz1
+                    w = wxy * (gz if cz == 0 else fz)
+                    grid[0, lx, iy, iz] += w
+                    for c in range(1, nc):
+                        grid[c, lx, iy, iz] += w * vel[p, c - 1]
+    return outside

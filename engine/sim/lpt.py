@@ -1,124 +1,179 @@
-"""Second-order Lagrangian perturbation theory (2LPT) displacements.
+"""Second-order Lagrangian perturbation theory (2LPT) displacements, serial or slab-distributed.
 
 x(q) = q + D1 ψ1(q) + D2 ψ2(q), with ψ1 = −∇φ1, ∇²φ1 = δ_L(q) (z = 0 linear density) and
 ψ2 = +∇φ2, ∇²φ2 = Σ_{i<j} [φ1,ii φ1,jj − φ1,ij²] (Scoccimarro 1998; D2 ≈ −3/7 D1² carries the sign).
-So the total displacement is −∇Φ with Φ = D1 φ1 − D2 φ2.
+Peculiar velocity v = a dx/dt = a H (f1 D1 ψ1 + f2 D2 ψ2) (f_i = dln D_i/dln a).
 
-All fields live on an L³ lattice of side box_size [Mpc/h] in the numpy DFT convention (see ics.py).
-The full-size allocations are explicit: computing the 2LPT source holds three (L, L, L//2+1) arrays,
-displacements two, so a 1024³ lattice peaks near 13 GiB in float32/complex64.
+All fields live on an n³ lattice of side box_size [Mpc/h] in the numpy DFT convention (see ics.py),
+split over the ranks of a `SlabFFT`: spectra are y-slabs (n, ny, n//2+1) complex64, real fields x-slabs
+(nx, n, n) float32. Every function is collective over the SlabFFT's communicator (or serial without one).
+
+Memory per rank, in units of one complex64 slab C ≈ 4 B per lattice site / R: `potential_2lpt` holds
+φ̂1 + one transposed scratch + the real source (≈ 3C); `Displacements` holds four x-slabs (4C, 5C while
+they are made) — the peak of the simulator, see halopaint.simulate.lpt_plan_bytes.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-import torch
+import numpy as np
 
-from halopaint.sim.slabfft import (DEFAULT_CHUNK, chunk_planes, fft_x_inplace, ifft_x_inplace, irfft_yz,
-                                rfft_yz, wavenumbers)
-
-
-def _k_axes(n: int, box_size: float, dtype=torch.float32):
-    """kx (n,1,1), ky (1,n,1), kz (1,1,n//2+1) [h/Mpc]."""
-    kx = wavenumbers(n, box_size).to(dtype).reshape(n, 1, 1)
-    ky = wavenumbers(n, box_size).to(dtype).reshape(1, n, 1)
-    kz = wavenumbers(n, box_size, real_last=True).to(dtype).reshape(1, 1, n // 2 + 1)
-    return kx, ky, kz
+from halopaint.fourier import k_axes
+from halopaint.sim.slabfft import SlabFFT
 
 
-def divide_by_k2_inplace(a: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """a ← a / k² (and 0 at k = 0), chunked over x-planes. Returns a."""
-    n = a.shape[0]
-    chunk = chunk_planes(n, chunk)
-    kx, ky, kz = _k_axes(n, box_size)
+def _axes(fft: SlabFFT, box_size: float):
+    """kx (n,1,1), ky of this rank's y-slab (1,ny,1), kz (1,1,nh) float32 [h/Mpc], and full ky (1,n,1)."""
+    kx, ky, kz = k_axes(fft.n, box_size, y_range=(fft.y0, fft.y1))
+    ky_full = k_axes(fft.n, box_size)[1]
+    return kx, ky, kz, ky_full
+
+
+def divide_by_k2_inplace(a: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray:
+    """y-slab spectrum a ← a / k² (0 at k = 0), chunked over x-planes. Returns a."""
+    kx, ky, kz, _ = _axes(fft, box_size)
     kyz2 = ky * ky + kz * kz
-    for i0 in range(0, n, chunk):
-        k2 = kx[i0:i0 + chunk] ** 2 + kyz2
-        a[i0:i0 + chunk] *= torch.where(k2 > 0, 1.0 / torch.where(k2 > 0, k2, 1.0), 0.0)
+    for i0, i1 in _spectral_chunks(fft):
+        k2 = kx[i0:i1] ** 2 + kyz2
+        a[i0:i1] *= np.where(k2 > 0, 1.0 / np.where(k2 > 0, k2, 1.0), 0.0).astype(np.float32)
     return a
 
 
-def potential_1lpt(delta_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """φ̂1 = −δ̂/k² (new tensor, same layout as delta_k)."""
-    return divide_by_k2_inplace(-delta_k.clone(), box_size, chunk)
+def _spectral_chunks(fft: SlabFFT) -> list[tuple[int, int]]:
+    from halopaint.sim.slabfft import chunk_planes
+    step = chunk_planes(fft.n, fft.chunk, cross_section=max(1, fft.ny) * fft.nh)
+    return [(i, min(fft.n, i + step)) for i in range(0, fft.n, step)]
 
 
-def source_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """Real-space 2LPT source Σ_{i<j}[φ,ii φ,jj − φ,ij²] (L, L, L) float32 from φ̂1.
+def potential_1lpt(delta_k: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray:
+    """φ̂1 = −δ̂/k² (new array, same y-slab layout as delta_k)."""
+    return divide_by_k2_inplace(-delta_k, fft, box_size)
+
+
+def source_2lpt(phi1_k: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray:
+    """Real-space 2LPT source Σ_{i<j}[φ,ii φ,jj − φ,ij²] from φ̂1: x-slab (nx, n, n) float32.
 
     Uses Σ_{i<j} φ,ii φ,jj = ½[(∇²φ)² − Σ_i φ,ii²], so every term is the square of one derivative
     field; the 7 fields are made in 4 passes that share their x-transform (multipliers that do not
-    involve kx are applied after it). Peak memory: φ̂1 + one complex scratch + the real result.
+    involve kx are applied after it, on the x-slab where ky is whole).
     """
-    n = phi1_k.shape[0]
-    chunk = chunk_planes(n, chunk)
-    kx, ky, kz = _k_axes(n, box_size)
-    source = torch.zeros((n, n, n), dtype=torch.float32)
-    # (multiplier applied before the x-transform, [(post-multiplier, weight), ...]); φ,ij ↔ −k_i k_j φ̂
+    kx, ky, kz, kyf = _axes(fft, box_size)
+    source = np.zeros(fft.real_shape, dtype=np.float32)
+    # (multiplier before the x-transform, [(post-multiplier on the x-slab, weight), ...]); φ,ij ↔ −k_i k_j φ̂
     passes = [
-        (lambda i0, i1: -(kx[i0:i1] ** 2 + ky * ky + kz * kz), [(None, 0.5)]),      # ∇²φ
-        (lambda i0, i1: -(kx[i0:i1] ** 2), [(None, -0.5)]),                          # φ,xx
-        (lambda i0, i1: -kx[i0:i1], [(ky, -1.0), (kz, -1.0)]),                       # φ,xy, φ,xz
-        (None, [(ky * ky, -0.5), (kz * kz, -0.5), (ky * kz, -1.0)]),                 # φ,yy φ,zz φ,yz
+        (lambda c0, c1: -(kx ** 2 + ky * ky + kz[..., c0:c1] ** 2), [(None, 0.5)]),          # ∇²φ
+        (lambda c0, c1: -(kx ** 2), [(None, -0.5)]),                                          # φ,xx
+        (lambda c0, c1: -kx, [(kyf, -1.0), (kz, -1.0)]),                                      # φ,xy, φ,xz
+        (None, [(kyf * kyf, -0.5), (kz * kz, -0.5), (kyf * kz, -1.0)]),                       # φ,yy φ,zz φ,yz
     ]
-    scratch = torch.empty_like(phi1_k)
     for pre, terms in passes:
-        for i0 in range(0, n, chunk):
-            i1 = min(n, i0 + chunk)
-            scratch[i0:i1] = phi1_k[i0:i1] if pre is None else phi1_k[i0:i1] * pre(i0, i1)
-        ifft_x_inplace(scratch, chunk)
-        for i0 in range(0, n, chunk):
-            i1 = min(n, i0 + chunk)
+        half = fft.backward_x(phi1_k, pre)
+        for i0, i1 in fft.plane_chunks():
             for post, weight in terms:
-                slab = scratch[i0:i1] if post is None else scratch[i0:i1] * post
-                field = irfft_yz(slab, n)
+                slab = half[i0:i1] if post is None else half[i0:i1] * post
+                field = fft.irfft_yz(slab)
                 source[i0:i1] += weight * field * field
-    del scratch
+        del half
     return source
 
 
-def potential_2lpt(phi1_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """φ̂2 = −FFT[source_2lpt]/k² (new tensor)."""
-    source = source_2lpt(phi1_k, box_size, chunk)
-    n = source.shape[0]
-    chunk = chunk_planes(n, chunk)
-    out = torch.empty_like(phi1_k)
-    for i0 in range(0, n, chunk):
-        out[i0:i0 + chunk] = rfft_yz(source[i0:i0 + chunk])
-    del source
-    fft_x_inplace(out, chunk)
-    return divide_by_k2_inplace(out.neg_(), box_size, chunk)
+def potential_2lpt(phi1_k: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray:
+    """φ̂2 = −FFT[source_2lpt]/k² (new y-slab array)."""
+    out = fft.forward(source_2lpt(phi1_k, fft, box_size))
+    np.negative(out, out=out)
+    return divide_by_k2_inplace(out, fft, box_size)
 
 
-def gradient_slabs(potential_k: torch.Tensor, box_size: float, chunk: int | None = DEFAULT_CHUNK,
-                   overwrite: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (i0, i1, −∇Φ) for chunks of x-planes: (i1−i0, L, L, 3) float32 [Mpc/h].
+class Displacements:
+    """ψ1 = −∇φ1 and ψ2 = +∇φ2 of one lattice, ready to be evaluated slab chunk by slab chunk.
 
-    One extra complex array is allocated (the x-derivative); with overwrite=True `potential_k` is
-    used as scratch and destroyed.
+    Holds, per potential, the x-slabs of ifft_x(−i kx φ̂) and ifft_x(φ̂) ((nx, n, nh) complex64 each);
+    `chunk(i0, i1)` finishes the transforms for local x-planes [i0, i1) → (ψ1, ψ2), each
+    (i1−i0, n, n, 3) float32 [Mpc/h]. Independent of redshift: one instance serves every output z.
+    `phi1_k` / `phi2_k` may be deleted by the caller once this is built.
     """
-    n = potential_k.shape[0]
-    chunk = chunk_planes(n, chunk)
-    kx, ky, kz = _k_axes(n, box_size)
-    dx = torch.empty_like(potential_k)
-    for i0 in range(0, n, chunk):
-        dx[i0:i0 + chunk] = potential_k[i0:i0 + chunk] * (-1j * kx[i0:i0 + chunk])
-    ifft_x_inplace(dx, chunk)
-    rest = ifft_x_inplace(potential_k if overwrite else potential_k.clone(), chunk)
-    for i0 in range(0, n, chunk):
-        i1 = min(n, i0 + chunk)
-        out = torch.empty((i1 - i0, n, n, 3), dtype=torch.float32)
-        out[..., 0] = irfft_yz(dx[i0:i1], n)
-        out[..., 1] = irfft_yz(rest[i0:i1] * (-1j * ky), n)
-        out[..., 2] = irfft_yz(rest[i0:i1] * (-1j * kz), n)
-        yield i0, i1, out
+
+    def __init__(self, phi1_k: np.ndarray, phi2_k: np.ndarray | None, fft: SlabFFT, box_size: float):
+        self.fft = fft
+        kx, _, kz, kyf = _axes(fft, box_size)
+        self._ky, self._kz = -1j * kyf, -1j * kz
+        ikx = lambda c0, c1: (-1j * kx).astype(np.complex64)
+        self._x1 = fft.backward_x(phi1_k, ikx)
+        self._r1 = fft.backward_x(phi1_k)
+        self._x2 = self._r2 = None
+        if phi2_k is not None:
+            self._x2 = fft.backward_x(phi2_k, ikx)
+            self._r2 = fft.backward_x(phi2_k)
+
+    def _grad(self, dx, rest, i0, i1) -> np.ndarray:
+        fft = self.fft
+        out = np.empty((i1 - i0, fft.n, fft.n, 3), dtype=np.float32)
+        out[..., 0] = fft.irfft_yz(dx[i0:i1])
+        out[..., 1] = fft.irfft_yz(rest[i0:i1] * self._ky)
+        out[..., 2] = fft.irfft_yz(rest[i0:i1] * self._kz)
+        return out
+
+    def chunk(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ψ1, ψ2) of local x-planes [i0, i1): −∇φ1 and +∇φ2, (i1−i0, n, n, 3) float32 [Mpc/h]."""
+        psi1 = self._grad(self._x1, self._r1, i0, i1)
+        if self._x2 is None:
+            return psi1, None
+        psi2 = self._grad(self._x2, self._r2, i0, i1)
+        np.negative(psi2, out=psi2)
+        return psi1, psi2
 
 
-def lattice_positions(i0: int, i1: int, n: int, box_size: float) -> torch.Tensor:
-    """Unperturbed lattice q = (i, j, l)·box/n for x-planes [i0, i1): (i1−i0, n, n, 3) float64 [Mpc/h]."""
+def lattice_positions(i0: int, i1: int, n: int, box_size: float, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Unperturbed lattice q = (i, j, l)·box/n for global x-planes [i0, i1) (and y-rows [j0, j1)):
+    (i1−i0, j1−j0, n, 3) float64 [Mpc/h]."""
     spacing = box_size / n
-    ix = torch.arange(i0, i1, dtype=torch.float64) * spacing
-    iy = torch.arange(n, dtype=torch.float64) * spacing
-    gx, gy, gz = torch.meshgrid(ix, iy, iy, indexing="ij")
-    return torch.stack([gx, gy, gz], dim=-1)
+    j0, j1 = (0, n) if rows is None else rows
+    ix = np.arange(i0, i1, dtype=np.float64) * spacing
+    iy = np.arange(j0, j1, dtype=np.float64) * spacing
+    iz = np.arange(n, dtype=np.float64) * spacing
+    gx, gy, gz = np.meshgrid(ix, iy, iz, indexing="ij")
+    return np.stack([gx, gy, gz], axis=-1)
+
+
+#: particles per CIC block: bounds the per-block temporaries (≈ 300 B per particle) for any lattice size
+PARTICLE_BLOCK = 1 << 18
+
+
+def particle_blocks(fft: SlabFFT, block: int = PARTICLE_BLOCK) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """This rank's lattice particles in blocks of ≤ max(block, n) particles: [(i0, i1, [(j0, j1), ...])]
+    = local x-plane chunks [i0, i1) (ψ is evaluated per chunk: 24 B × (i1−i0)·n²) and their y-row blocks."""
+    n = fft.n
+    planes = max(1, block // (n * n))
+    rows = n if planes > 1 else max(1, block // n)
+    return [(i0, min(fft.nx, i0 + planes), [(j, min(n, j + rows)) for j in range(0, n, rows)])
+            for i0 in range(0, fft.nx, planes)]
+
+
+def count_blocks(fft: SlabFFT, block: int = PARTICLE_BLOCK) -> int:
+    """Number of blocks `iterate_particles` yields on this rank."""
+    return sum(len(rows) for _, _, rows in particle_blocks(fft, block))
+
+
+def iterate_particles(disp: Displacements, n: int, box_size: float, d1: float, d2: float,
+                      v1: float, v2: float, block: int = PARTICLE_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Positions [Mpc/h] in [0, L) and velocities of this rank's lattice particles, block by block:
+    x = q + d1 ψ1 + d2 ψ2, v = v1 ψ1 + v2 ψ2 (v1 = a H f1 D1 etc. in the caller's velocity unit per
+    Mpc/h). Yields (pos (m, 3) float64, vel (m, 3) float64), count_blocks(disp.fft, block) times,
+    in lattice order (x-plane, then y, then z)."""
+    fft = disp.fft
+    for i0, i1, rows in particle_blocks(fft, block):
+        psi1, psi2 = disp.chunk(i0, i1)
+        for j0, j1 in rows:
+            p1 = psi1[:, j0:j1].astype(np.float64)
+            q = lattice_positions(fft.x0 + i0, fft.x0 + i1, n, box_size, rows=(j0, j1))
+            pos = q + d1 * p1
+            vel = v1 * p1
+            if psi2 is not None:
+                p2 = psi2[:, j0:j1].astype(np.float64)
+                pos += d2 * p2
+                vel += v2 * p2
+            pos = pos.reshape(-1, 3)
+            np.mod(pos, box_size, out=pos)
+            pos[pos >= box_size] = 0.0
+            yield pos, vel.reshape(-1, 3)

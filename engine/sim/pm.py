@@ -19,7 +19,8 @@ import scipy.fft
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.sim.grids import cic_paint, cic_readout
 from halopaint.sim.kernels import gradient_kernel
-from halopaint.sim.slabfft import fft_workers, wavenumbers
+from halopaint.fourier import wavenumbers
+from halopaint.sim.slabfft import fft_workers
 
 
 def _add_shifted(out: np.ndarray, field: np.ndarray, shift: int, coeff: float, axis: int) -> None:
@@ -57,8 +58,8 @@ class ForceMesh:
         self.rho = np.zeros((n_mesh,) * 3, dtype=np.float64)
         self.real = np.empty((n_mesh,) * 3, dtype=np.float32)
         self.grad = np.empty((n_mesh,) * 3 + (3,), dtype=np.float32)
-        kx = wavenumbers(n_mesh, box_size).numpy()
-        kz = wavenumbers(n_mesh, box_size, real_last=True).numpy()
+        kx = wavenumbers(n_mesh, box_size)
+        kz = wavenumbers(n_mesh, box_size, real_last=True)
         self._k2_yz = (kx[:, None] ** 2 + kz[None, :] ** 2).astype(np.float32)
         self._kx2 = (kx ** 2).astype(np.float32)
 

@@ -1,93 +1,186 @@
-"""3D FFTs done one axis at a time over slabs, so a full-size temporary is never needed.
+"""3D real FFTs of an n³ periodic field split in slabs over MPI ranks (or one process), one axis at a time.
 
-Arrays are torch tensors in the `torch.fft.rfftn` layout: real (L, L, L), complex (L, L, L//2+1),
-axes (x, y, z). A 3D inverse transform = `ifft_x_inplace` (1D ifft along x, in chunks of y-rows)
-followed by `irfft_yz` on chunks of x-planes; the forward one is the mirror image. Each step is a batch
-of independent 1D transforms done by scipy.fft (pocketfft), which threads over whole 1D transforms, so
-results are bit-identical for any thread count (torch's MKL FFTs are not: they differ by ~1 ulp).
-Normalisation is numpy's: forward unnormalised, inverse divided by L³.
+Layouts (the `numpy.fft.rfftn` layout, axes (x, y, z)):
+- real space: rank r holds the x-slab [x0, x1) of the real (n, n, n) field: (x1−x0, n, n) float32;
+- Fourier space: rank r holds the y-slab [y0, y1) of the (n, n, n//2+1) spectrum with the whole kx axis:
+  (n, y1−y0, n//2+1) complex64.
+Both splits follow halopaint.decomposition's rule (thicknesses differ by ≤ 1, the first n mod R get one more).
+
+Inverse transform = ifft along x (local: the y-slab has every kx) → slab transpose (y-slab → x-slab) →
+ifft along y + irfft along z (local). The forward one is the mirror image. The transpose is one
+`Alltoallw` per chunk of kz columns whose receive (or send) side is an MPI subarray datatype, so no
+packing buffer is needed and the full-size memory is only the input and the output array; with one
+process the transpose is a plain copy of the chunk. Every 1D transform is scipy.fft (pocketfft) on whole
+lines, so the result is bit-identical for any rank count, chunking and thread count.
+Normalisation is numpy's: forward unnormalised, inverse divided by n³.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import scipy.fft
-import torch
 
-#: elements per chunk of planes/rows: ~16–32 MB temporaries, which stay in the allocator's reuse range
-#: (fresh large allocations cost page faults that dominate on some VMs).
+#: elements per chunk of planes/rows/columns: ~16 MB temporaries (freshly mapped large allocations cost
+#: page faults that dominate on some VMs, so chunks stay in the allocator's reuse range).
 CHUNK_ELEMENTS = 1 << 21
 
 
-def chunk_planes(n: int, chunk: int | None = None) -> int:
-    """Planes (or rows) of an n×n cross-section per chunk: `chunk` if given, else ~CHUNK_ELEMENTS elements."""
-    return int(chunk) if chunk else max(1, CHUNK_ELEMENTS // (n * n))
-
-
-DEFAULT_CHUNK = None
-
-
-def wavenumbers(n: int, box_size: float, real_last: bool = False) -> torch.Tensor:
-    """Angular wavenumbers [h/Mpc] of an n-point periodic axis of length box_size [Mpc/h] (float64)."""
-    k = np.fft.rfftfreq(n) if real_last else np.fft.fftfreq(n)
-    return torch.from_numpy(2.0 * np.pi * n / box_size * k)
+def chunk_planes(n: int, chunk: int | None = None, cross_section: int | None = None) -> int:
+    """Planes per chunk: `chunk` if given, else ~CHUNK_ELEMENTS / cross_section (default n²) elements."""
+    return int(chunk) if chunk else max(1, CHUNK_ELEMENTS // (cross_section or n * n))
 
 
 def fft_workers() -> int:
     """Threads for scipy.fft: torch's intra-op thread count (set by the launcher / OMP_NUM_THREADS)."""
+    import torch
     return max(1, torch.get_num_threads())
 
 
-def _t(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(array)
-
-
-def ifft_x_inplace(a: torch.Tensor, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """a[:, j, :] ← ifft along x, for chunks of y-rows. Returns a (modified)."""
-    chunk = chunk_planes(a.shape[0], chunk)
-    for j0 in range(0, a.shape[1], chunk):
-        a[:, j0:j0 + chunk] = _t(scipy.fft.ifft(a[:, j0:j0 + chunk].numpy(), axis=0, workers=fft_workers()))
-    return a
-
-
-def fft_x_inplace(a: torch.Tensor, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """a[:, j, :] ← fft along x, for chunks of y-rows. Returns a (modified)."""
-    chunk = chunk_planes(a.shape[0], chunk)
-    for j0 in range(0, a.shape[1], chunk):
-        a[:, j0:j0 + chunk] = _t(scipy.fft.fft(a[:, j0:j0 + chunk].numpy(), axis=0, workers=fft_workers()))
-    return a
-
-
-def irfft_yz(slab: torch.Tensor, n: int) -> torch.Tensor:
-    """(nx, n, n//2+1) complex, already inverse-transformed along x → (nx, n, n) real."""
-    w = fft_workers()
-    return _t(scipy.fft.irfft(scipy.fft.ifft(slab.numpy(), axis=1, workers=w), n=n, axis=2, workers=w))
-
-
-def rfft_yz(slab: torch.Tensor) -> torch.Tensor:
-    """(nx, n, n) real → (nx, n, n//2+1) complex, transformed along y and z (not yet x)."""
-    w = fft_workers()
-    return _t(scipy.fft.fft(scipy.fft.rfft(slab.numpy(), axis=2, workers=w), axis=1, workers=w))
-
-
-def rfftn_slabs(real: torch.Tensor, chunk: int | None = DEFAULT_CHUNK) -> torch.Tensor:
-    """Forward 3D rfft of a real (L, L, L) tensor; the only full-size allocation is the result."""
-    n = real.shape[0]
-    dtype = torch.complex128 if real.dtype == torch.float64 else torch.complex64
-    out = torch.empty((n, n, n // 2 + 1), dtype=dtype)
-    chunk = chunk_planes(n, chunk)
-    for i0 in range(0, n, chunk):
-        out[i0:i0 + chunk] = rfft_yz(real[i0:i0 + chunk])
-    return fft_x_inplace(out, chunk)
-
-
-def irfftn_slabs(a: torch.Tensor, n: int, chunk: int | None = DEFAULT_CHUNK, overwrite: bool = False) -> torch.Tensor:
-    """Inverse 3D rfft → real (n, n, n). With overwrite=True `a` is used as scratch (destroyed)."""
-    work = a if overwrite else a.clone()
-    ifft_x_inplace(work, chunk)
-    dtype = torch.float64 if a.dtype == torch.complex128 else torch.float32
-    out = torch.empty((n, n, n), dtype=dtype)
-    chunk = chunk_planes(n, chunk)
-    for i0 in range(0, n, chunk):
-        out[i0:i0 + chunk] = irfft_yz(work[i0:i0 + chunk], n)
+def split_bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) in `parts` contiguous ranges differing by ≤ 1 (the first n mod parts one longer)."""
+    base, extra = divmod(n, parts)
+    out, x0 = [], 0
+    for r in range(parts):
+        x1 = x0 + base + (1 if r < extra else 0)
+        out.append((x0, x1))
+        x0 = x1
     return out
+
+
+def _mpi_type(dtype: np.dtype):
+    from mpi4py import MPI
+    return {np.dtype(np.complex64): MPI.C_FLOAT_COMPLEX, np.dtype(np.complex128): MPI.C_DOUBLE_COMPLEX,
+            np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
+
+
+class SlabFFT:
+    """Slab-decomposed rfft of an n³ grid over `comm` (None: one process, no MPI).
+
+    Attributes: n, nh = n//2+1, ranks, rank, x_bounds / y_bounds (per rank), x0, x1, y0, y1 (this rank).
+    """
+
+    def __init__(self, n: int, comm=None, chunk: int | None = None):
+        self.n, self.nh = int(n), int(n) // 2 + 1
+        self.comm = comm if comm is not None and comm.Get_size() > 1 else None
+        self.ranks = 1 if self.comm is None else self.comm.Get_size()
+        self.rank = 0 if self.comm is None else self.comm.Get_rank()
+        if self.ranks > self.n:
+            raise ValueError(f"{self.ranks} ranks cannot split {self.n} planes")
+        self.x_bounds = split_bounds(self.n, self.ranks)
+        self.y_bounds = self.x_bounds
+        self.x0, self.x1 = self.x_bounds[self.rank]
+        self.y0, self.y1 = self.y_bounds[self.rank]
+        self.chunk = chunk
+
+    # ------------------------------------------------------------------------------------ shapes
+    @property
+    def nx(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def ny(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def spectral_shape(self) -> tuple[int, int, int]:
+        return (self.n, self.ny, self.nh)
+
+    @property
+    def real_shape(self) -> tuple[int, int, int]:
+        return (self.nx, self.n, self.n)
+
+    def _kz_chunks(self) -> list[tuple[int, int]]:
+        width = chunk_planes(self.nh, self.chunk, cross_section=self.n * max(self.nx, self.ny))
+        return [(c, min(self.nh, c + width)) for c in range(0, self.nh, width)]
+
+    # ---------------------------------------------------------------------------- transposes
+    def _alltoallw(self, send, recv, send_blocks, recv_blocks) -> None:
+        """send_blocks / recv_blocks: per rank (array, sizes, subsizes, starts) → subarray Alltoallw."""
+        from mpi4py import MPI
+        base = _mpi_type(send.dtype)
+        types = []
+
+        def sub(sizes, subsizes, starts):
+            t = base.Create_subarray(sizes, subsizes, starts, order=MPI.ORDER_C).Commit()
+            types.append(t)
+            return t
+        try:
+            st = [sub(*b) for b in send_blocks]
+            rt = [sub(*b) for b in recv_blocks]
+            one, zero = [1] * self.ranks, [0] * self.ranks
+            self.comm.Alltoallw([send, (one, zero), st], [recv, (one, zero), rt])
+        finally:
+            for t in types:
+                t.Free()
+
+    def backward_x(self, spec: np.ndarray, multiplier: Callable | None = None) -> np.ndarray:
+        """y-slab spectrum (n, ny, nh) → ifft along x → x-slab (nx, n, nh), x in real space, y/z still
+        Fourier. `multiplier(c0, c1)` → array broadcastable to (n, ny, c1−c0) applied before the ifft
+        (e.g. −i·kx). `spec` is not modified. Collective."""
+        out = np.empty((self.nx, self.n, self.nh), dtype=spec.dtype)
+        w = fft_workers()
+        for c0, c1 in self._kz_chunks():
+            block = spec[:, :, c0:c1] if multiplier is None else spec[:, :, c0:c1] * multiplier(c0, c1)
+            block = np.ascontiguousarray(scipy.fft.ifft(block, axis=0, workers=w), dtype=spec.dtype)
+            if self.comm is None:
+                out[:, :, c0:c1] = block
+                continue
+            cw = c1 - c0
+            send = [(block.shape, (x1 - x0, self.ny, cw), (x0, 0, 0)) for x0, x1 in self.x_bounds]
+            recv = [((self.nx, self.n, self.nh), (self.nx, y1 - y0, cw), (0, y0, c0)) for y0, y1 in self.y_bounds]
+            self._alltoallw(block, out, send, recv)
+        return out
+
+    def forward_x(self, half: np.ndarray) -> np.ndarray:
+        """x-slab (nx, n, nh), already transformed along y and z → y-slab spectrum (n, ny, nh) (fft
+        along x). `half` is not modified. Collective."""
+        out = np.empty(self.spectral_shape, dtype=half.dtype)
+        w = fft_workers()
+        for c0, c1 in self._kz_chunks():
+            cw = c1 - c0
+            if self.comm is None:
+                block = half[:, :, c0:c1]
+            else:
+                block = np.empty((self.n, self.ny, cw), dtype=half.dtype)
+                send = [((self.nx, self.n, self.nh), (self.nx, y1 - y0, cw), (0, y0, c0)) for y0, y1 in self.y_bounds]
+                recv = [(block.shape, (x1 - x0, self.ny, cw), (x0, 0, 0)) for x0, x1 in self.x_bounds]
+                self._alltoallw(half, block, send, recv)
+            out[:, :, c0:c1] = scipy.fft.fft(block, axis=0, workers=w)
+        return out
+
+    # --------------------------------------------------------------------- local yz transforms
+    def irfft_yz(self, slab: np.ndarray) -> np.ndarray:
+        """(m, n, nh) complex, already inverse-transformed along x → (m, n, n) real."""
+        w = fft_workers()
+        return scipy.fft.irfft(scipy.fft.ifft(slab, axis=1, workers=w), n=self.n, axis=2, workers=w)
+
+    def rfft_yz(self, slab: np.ndarray) -> np.ndarray:
+        """(m, n, n) real → (m, n, nh) complex, transformed along y and z (not yet x)."""
+        w = fft_workers()
+        return scipy.fft.fft(scipy.fft.rfft(slab, axis=2, workers=w), axis=1, workers=w)
+
+    def plane_chunks(self, m: int | None = None) -> list[tuple[int, int]]:
+        """Local x-plane chunks [i0, i1) of this rank's x-slab (m planes; default nx)."""
+        m = self.nx if m is None else m
+        step = chunk_planes(self.n, self.chunk)
+        return [(i, min(m, i + step)) for i in range(0, m, step)]
+
+    # ------------------------------------------------------------------------------ whole 3D
+    def forward(self, real: np.ndarray) -> np.ndarray:
+        """Real x-slab (nx, n, n) → y-slab spectrum (n, ny, nh) (numpy rfftn convention). Collective."""
+        dtype = np.complex128 if real.dtype == np.float64 else np.complex64
+        half = np.empty((self.nx, self.n, self.nh), dtype=dtype)
+        for i0, i1 in self.plane_chunks():
+            half[i0:i1] = self.rfft_yz(real[i0:i1])
+        return self.forward_x(half)
+
+    def backward(self, spec: np.ndarray) -> np.ndarray:
+        """y-slab spectrum (n, ny, nh) → real x-slab (nx, n, n) (numpy irfftn convention). Collective."""
+        half = self.backward_x(spec)
+        dtype = np.float64 if spec.dtype == np.complex128 else np.float32
+        out = np.empty(self.real_shape, dtype=dtype)
+        for i0, i1 in self.plane_chunks():
+            out[i0:i1] = self.irfft_yz(half[i0:i1])
+        return out

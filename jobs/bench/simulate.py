@@ -12,6 +12,13 @@ With --figures DIR it draws, from the largest N-body run:
 and prints the worst ratio to Watson13 over bins of ≥ 100-particle halos.
 
     python jobs/bench/simulate.py --particles 128 256 --lpt-grids 64 256 --json bench.json --figures runs/figures
+
+Distributed 2LPT (`--mpi-grid G --mpi-ranks 1 2 3`): `simulate --lpt-only --grid G` on each rank count
+(R = 1 without mpiexec; OMP threads = --threads // R, so every run uses the same cores), reporting wall
+time, each rank's peak RSS (the output's `peak_rss_bytes` attr), the largest per-rank peak over the
+serial run's, and the max relative difference of /density and /velocity to the serial run:
+
+    python jobs/bench/simulate.py --particles --lpt-grids --mpi-grid 192 --mpi-ranks 1 2 3
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ def figures(path: str, outdir: Path) -> dict:
 
     from halopaint.config import Cosmology
     from halopaint.sim.cosmology import T_CMB, LinearCosmology
-    from halopaint.sim.diagnostics import power_spectrum
+    from halopaint.analysis.spectra import power_spectrum
     from halopaint.sim.massfunction import mass_function
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +85,9 @@ def figures(path: str, outdir: Path) -> dict:
     lin = LinearCosmology(cosmo)
     a = 1.0 / (1.0 + float(attrs["redshift"]))
 
-    k, p_lpt, modes = power_spectrum(rho - 1.0, box)
-    _, p_nb, _ = power_spectrum(nbody - 1.0, box)
+    ps_lpt, ps_nb = power_spectrum(rho - 1.0, box), power_spectrum(nbody - 1.0, box)
+    m = min(ps_lpt.k.size, n // 2 - 1)                 # bins 1 … N/2−1 (below the Nyquist shell)
+    k, p_lpt, p_nb = ps_lpt.k[:m], ps_lpt.power[:m], ps_nb.power[:m]
     # the CIC window averaged over each shell, so the comparison is with linear theory × window
     ix = np.fft.fftfreq(n, 1.0 / n)
     iz = np.arange(n // 2 + 1)
@@ -153,6 +161,37 @@ def figures(path: str, outdir: Path) -> dict:
                 pk_lpt_over_linear_window=[round(float(x), 3) for x in p_lpt / plin_w])
 
 
+def mpi_runs(grid: int, ranks: list[int], box: float, seed: int, threads: int, work: Path) -> dict:
+    """`simulate --lpt-only` on each rank count → times, per-rank peaks, ratios and differences to R = 1."""
+    import shutil
+    import h5py
+    mpiexec = shutil.which("mpiexec")
+    runs, ref = [], None
+    for r in ranks:
+        out = work / f"mpi-g{grid}-r{r}.h5"
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // r)), NUMBA_NUM_THREADS=str(max(1, threads // r)))
+        cmd = [sys.executable, "-m", "halopaint.cli", "simulate", "--quiet", "--lpt-only", "--grid", str(grid),
+               "--box", str(box), "--seed", str(seed), "--out", str(out)]
+        if r > 1:
+            cmd = [mpiexec, "-n", str(r)] + cmd
+        rec = run_child(cmd, env)
+        with h5py.File(out, "r") as f:
+            peaks = [int(x) for x in f.attrs["peak_rss_bytes"]]
+            fields = {name: f[name][:] for name in ("density", "velocity")}
+        rec.update(kind="lpt-mpi", grid=grid, ranks=r, box=box, peak_rss_gib_per_rank=[round(x / 2**30, 3) for x in peaks],
+                   max_rank_peak_gib=round(max(peaks) / 2**30, 3), out=str(out))
+        if ref is None:
+            ref = dict(peak=max(peaks), fields=fields)
+        else:
+            rec["max_rank_peak_over_serial"] = round(max(peaks) / ref["peak"], 3)
+            rec["max_rel_diff_vs_serial"] = {
+                name: float(np.abs(fields[name].astype(np.float64) - ref["fields"][name]).max()
+                            / np.abs(ref["fields"][name]).max()) for name in fields}
+        runs.append(rec)
+        print(json.dumps(rec), flush=True)
+    return dict(runs=runs)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--particles", type=int, nargs="*", default=[128, 256], help="N-body particles per side")
@@ -161,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lpt-grids", type=int, nargs="*", default=[64], help="--lpt-only grid sides (same box/voxel)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mpi-grid", type=int, default=None, help="distributed --lpt-only benchmark at this grid")
+    ap.add_argument("--mpi-ranks", type=int, nargs="*", default=[1, 2], help="rank counts (1 = serial reference first)")
     ap.add_argument("--workdir", default="/tmp/halopaint-bench-sim")
     ap.add_argument("--json", default=None)
     ap.add_argument("--figures", default=None, help="directory for sim_pk.png and sim_massfunction.png")
@@ -188,6 +229,9 @@ def main(argv=None) -> int:
         results.append(r)
         print(json.dumps(r), flush=True)
     report = dict(runs=results)
+    if args.mpi_grid:
+        box = args.box * args.mpi_grid / args.grid
+        report["mpi"] = mpi_runs(args.mpi_grid, args.mpi_ranks, box, args.seed, args.threads, work)
     source = args.figures_from or next((r["out"] for r in reversed(results) if r["kind"] == "nbody"), None)
     if args.figures and source:
         report["figures"] = figures(source, Path(args.figures))
