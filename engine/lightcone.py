@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,10 @@ from halopaint.config import Cosmology, LightconeConfig
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, atomic_h5, atomic_path, check_writable, file_provenance, \
     read_info, standard_attrs
+from halopaint.log import get_logger
 from halopaint.sim.cosmology import LinearCosmology
+
+log = get_logger(__name__)
 
 C_OVER_H0 = 2997.92458          # c / H0 [Mpc/h]
 FLUSH_ENTRIES = 1 << 22         # (pixel, weight) pairs buffered before one bincount into the maps
@@ -338,10 +340,6 @@ def _comm():
     return MPI.COMM_WORLD
 
 
-def _log(msg: str) -> None:
-    print(f"halopaint lightcone: {msg}", file=sys.stderr, flush=True)
-
-
 def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None:
     """Build the light cone; collective over `comm` (default: MPI.COMM_WORLD when mpi4py is loaded by a
     multi-rank launch, else serial). Rank 0 writes `cfg.out` and returns the summary; other ranks None."""
@@ -382,7 +380,7 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
                     if cfg.catalogue:
                         _catalogue_plane(geo, dist, field[:, j], plane, reps, active, bins, cfg.seed, snap, columns)
                 if progress and rank == 0:
-                    _log(f"snapshot {snap} (z = {info.redshift:g}): planes {p1 - x0}/{x1 - x0} of rank 0")
+                    log.info(f"snapshot {snap} (z = {info.redshift:g}): planes {p1 - x0}/{x1 - x0} of rank 0")
     acc.flush()
     maps = _reduce_maps(acc.maps, comm)
     catalogue = _gather_catalogue(columns, comm) if cfg.catalogue else None

@@ -17,378 +17,33 @@ rename. Nothing is gathered to one rank except a few bytes of provenance.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from halopaint.allocator import retained_bytes
-from halopaint.config import DensityRecipe, PaintConfig
-from halopaint.decomposition import SlabPlan, exchange_ghosts, periodic_ranges, plan_slabs
+from halopaint.config import PaintConfig
+from halopaint.decomposition import SlabPlan, exchange_ghosts, plan_slabs
 from halopaint.errors import HalopaintError
-from halopaint.fields import (FieldFile, FieldInfo, check_writable, read_info, same_voxel_size, standard_attrs,
-                           temporary_path)
+from halopaint.fields import FieldFile, FieldInfo, check_writable, read_info, standard_attrs
+from halopaint.log import get_logger
 from halopaint.model import ModelBundle, resolve_model_path
+from halopaint.paint.checks import (PaintError, agree, collective_error, cosmology_note, density_defects,
+                                    model_mismatches, resolve_bins)
+from halopaint.paint.io import PartFile, model_digest, part_path, parts_dir, write_master
+from halopaint.paint.plan import (TileShape, choose_tile, fixed_bytes, forced_tile, kernel_fixed_bytes,
+                                  kernel_working_set_factor, tile_bytes, tiles_of_slab)
+from halopaint.paint.tiles import normalise_input, read_tile_input
 
-# Resident memory of a rank outside the tiles (Python, torch, h5py, MPI): measured ≈ 0.3–0.4 GB on CPU.
-RUNTIME_OVERHEAD_BYTES = 512 * 1024**2
-# Peak activation memory of a kernel call per (30-channel × padded-input-voxel × 4 B); kernels may state
-# their own `working_set_factor`. Reference (torch conv3d, measured at 88³ input): ≈ 4.
-DEFAULT_WORKING_SET_FACTOR = 5.0
-ACTIVATION_CHANNELS = 30
-REDSHIFT_ATOL = 1e-3
+log = get_logger(__name__)
 KILL_HOOK_ENV = "HALOPAINT_TEST_KILL_AFTER_TILES"  # "RANK:K": rank RANK SIGKILLs itself after K tiles
 
-
-class PaintError(HalopaintError):
-    """Painting cannot start or finish (bad input, impossible plan, unwritable output)."""
-
-
-# ----------------------------------------------------------------------------------------------- errors
-
-def collective_error(message: str) -> PaintError:
-    """An error every rank raises with the same message (the CLI prints it once, from rank 0)."""
-    exc = PaintError(message)
-    exc.collective = True
-    return exc
-
-
-def agree(comm, local_error: str | None) -> None:
-    """Collective check: if any rank has an error, every rank raises the first one (lowest rank)."""
-    errors = comm.allgather(local_error)
-    for rank, msg in enumerate(errors):
-        if msg is not None:
-            prefix = f"[rank {rank}] " if comm.Get_size() > 1 and any(
-                e != msg for e in errors) else ""
-            raise collective_error(prefix + msg)
-
-
-# ------------------------------------------------------------------------------------ input validation
-
-def model_mismatches(info: FieldInfo, bundle: ModelBundle) -> list[str]:
-    """What makes the density file differ from what the model was trained on (empty: compatible)."""
-    meta, problems = bundle.metadata, []
-    if not same_voxel_size(info.voxel_size, meta.voxel_size):
-        problems.append(f"voxel size {info.voxel_size:g} Mpc/h differs from the model's {meta.voxel_size:g} Mpc/h")
-    if abs(info.redshift - meta.redshift) > REDSHIFT_ATOL:
-        problems.append(f"redshift {info.redshift:g} differs from the model's {meta.redshift:g}")
-    recipe_text = info.attrs.get("density_recipe")
-    if recipe_text is None:
-        problems.append("input has no density_recipe attribute (the model needs "
-                        f"{meta.density_recipe.to_json()})")
-    else:
-        try:
-            recipe = DensityRecipe.from_json(str(recipe_text))
-        except (ValueError, TypeError):
-            recipe = None
-        if recipe != meta.density_recipe:
-            problems.append(f"density recipe {recipe_text} differs from the model's {meta.density_recipe.to_json()}")
-    return problems
-
-
-def cosmology_note(info: FieldInfo, bundle: ModelBundle) -> list[str]:
-    """Cosmology differences are recorded (not refused): the network maps density to halos locally."""
-    if info.cosmology != bundle.metadata.cosmology:
-        return [f"input cosmology {info.cosmology.to_json()} differs from the model's "
-                f"{bundle.metadata.cosmology.to_json()}"]
-    return []
-
-
-def resolve_bins(requested: tuple[int, ...] | None, n_bins: int) -> tuple[int, ...]:
-    """Mass bins to paint: all, or a contiguous sorted selection (so mass_bin_edges stays n_sel+1)."""
-    if requested is None:
-        return tuple(range(n_bins))
-    bins = tuple(sorted(set(int(b) for b in requested)))
-    if not bins:
-        raise PaintError("--mass-bins selects no bin")
-    for b in bins:
-        if not 0 <= b < n_bins:
-            raise PaintError(f"--mass-bins: bin {b} does not exist (the model has bins 0..{n_bins - 1})")
-    if bins != tuple(range(bins[0], bins[-1] + 1)):
-        raise PaintError(f"--mass-bins {','.join(map(str, bins))} is not a contiguous range "
-                         "(paint them in separate runs)")
-    return bins
-
-
-def density_defects(ds, x0: int, x1: int, planes_per_read: int) -> tuple[int, int, int]:
-    """Scan x-planes [x0, x1) of a density dataset: (# non-finite, # negative, first bad global plane or −1)."""
-    n_nonfinite = n_negative = 0
-    first_bad = -1
-    for a in range(x0, x1, planes_per_read):
-        b = min(x1, a + planes_per_read)
-        block = np.asarray(ds[a:b], dtype=np.float32)
-        finite = np.isfinite(block)
-        bad_nf = block.size - int(np.count_nonzero(finite))
-        bad_neg = int(np.count_nonzero(block < 0))
-        if (bad_nf or bad_neg) and first_bad < 0:
-            per_plane = (~finite | (block < 0)).reshape(b - a, -1).any(axis=1)
-            first_bad = a + int(np.argmax(per_plane))
-        n_nonfinite += bad_nf
-        n_negative += bad_neg
-    return n_nonfinite, n_negative, first_bad
-
-
-# ------------------------------------------------------------------------------------------ tile plan
-
-@dataclass(frozen=True)
-class TileShape:
-    """Largest tile (x, y, z) in output voxels; extents are split into near-equal parts no larger."""
-
-    x: int
-    y: int
-    z: int
-
-    def as_tuple(self) -> tuple[int, int, int]:
-        return (self.x, self.y, self.z)
-
-
-def split_extent(length: int, max_part: int) -> list[tuple[int, int]]:
-    """[0, length) cut into ceil(length/max_part) contiguous parts differing by ≤ 1."""
-    k = -(-length // max_part)
-    base, extra = divmod(length, k)
-    bounds, start = [], 0
-    for i in range(k):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def tiles_of_slab(thickness: int, grid: int, shape: TileShape) -> list[tuple[int, int, int, int, int, int]]:
-    """Tiles of a (thickness, N, N) slab: (a, b, y0, y1, z0, z1), local x in [a, b). Fixed order."""
-    return [(a, b, y0, y1, z0, z1)
-            for a, b in split_extent(thickness, shape.x)
-            for y0, y1 in split_extent(grid, shape.y)
-            for z0, z1 in split_extent(grid, shape.z)]
-
-
-def tile_bytes(tx: int, ty: int, tz: int, ghost: int, working_set_factor: float) -> int:
-    """Peak bytes of painting one (tx, ty, tz) tile: padded input (+ a read buffer), 30-channel
-    activations × the kernel's working-set factor, and one output tile; float32."""
-    v_in = (tx + 2 * ghost) * (ty + 2 * ghost) * (tz + 2 * ghost)
-    v_out = tx * ty * tz
-    return int(4 * (v_in * (2 + ACTIVATION_CHANNELS * working_set_factor) + v_out))
-
-
-def fixed_bytes(plan: SlabPlan, kernel_bytes: int = 0) -> int:
-    """Per-rank memory outside the tiles: runtime + the 2g ghost planes + what the kernel holds whatever
-    the tile size (`kernel_bytes`: e.g. the fused CPU path's kernel spectra and per-thread buffers)."""
-    return RUNTIME_OVERHEAD_BYTES + plan.ghost_bytes_per_rank() + kernel_bytes
-
-
-def kernel_working_set_factor(factory) -> float:
-    """A kernel path's stated activation working-set factor (DEFAULT_WORKING_SET_FACTOR if it does not say)."""
-    return float(getattr(factory, "working_set_factor", DEFAULT_WORKING_SET_FACTOR))
-
-
-def kernel_fixed_bytes(factory, threads: int) -> int:
-    """Tile-independent memory of a kernel path on `threads` threads (0 if the path does not say)."""
-    bounded = getattr(factory, "bounded_bytes", None)
-    return int(bounded(threads)) if bounded is not None else 0
-
-
-def choose_tile(plan: SlabPlan, max_memory: int, working_set_factor: float, kernel_bytes: int = 0) -> TileShape:
-    """Tile shape that fits `max_memory` with the least padded work (ghost overhead).
-
-    Tries y/z split into k = 1, 2, … near-equal parts; for each, the thickest x extent that fits.
-    """
-    budget = max_memory - fixed_bytes(plan, kernel_bytes)
-    n, g, thick = plan.grid, plan.ghost, plan.max_thickness
-    best, best_work = None, math.inf
-    for k in range(1, n + 1):
-        side = -(-n // k)
-        if tile_bytes(1, side, side, g, working_set_factor) > budget:
-            continue
-        lo, hi = 1, thick
-        while lo < hi:  # largest tx that fits
-            mid = (lo + hi + 1) // 2
-            if tile_bytes(mid, side, side, g, working_set_factor) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        tx = lo
-        nx = -(-thick // tx)
-        work = sum((b - a + 2 * g) for a, b in split_extent(thick, tx)) * sum(
-            (y1 - y0 + 2 * g) for y0, y1 in split_extent(n, side)) ** 2
-        if work < best_work * (1 - 1e-9):
-            best, best_work = TileShape(-(-thick // nx), side, side), work
-        if k > 1 and side < 2 * g:  # smaller tiles only add overhead
-            break
-    if best is None:
-        need = fixed_bytes(plan, kernel_bytes) + tile_bytes(1, 1, 1, g, working_set_factor)
-        raise PaintError(f"--max-memory {max_memory / 2**20:.0f} MiB is too small for N={n} on "
-                         f"{plan.ranks} ranks (needs at least {need / 2**20:.0f} MiB per rank)")
-    return best
-
-
-def forced_tile(plan: SlabPlan, tile: tuple[int, int, int]) -> TileShape:
-    if min(tile) < 1:
-        raise PaintError(f"--tile sizes must be ≥ 1, got {tile}")
-    return TileShape(min(tile[0], plan.max_thickness), min(tile[1], plan.grid), min(tile[2], plan.grid))
-
-
-# ------------------------------------------------------------------------------------- tile assembly
-
-def read_tile_input(ds, left: np.ndarray, right: np.ndarray, x0: int, x1: int,
-                    tile: tuple[int, int, int, int, int, int], grid: int, ghost: int) -> np.ndarray:
-    """The padded input of one tile: (b−a+2g, y1−y0+2g, z1−z0+2g) float32.
-
-    ds: the input /density dataset (only planes [x0, x1) are read); left/right: (g, N, N) x-ghosts for
-    planes x0−g…x0−1 and x1…x1+g−1 (periodic). y and z are wrapped periodically.
-    """
-    a, b, y0, y1, z0, z1 = tile
-    g = ghost
-    out = np.empty((b - a + 2 * g, y1 - y0 + 2 * g, z1 - z0 + 2 * g), np.float32)
-    ys = periodic_ranges(y0 - g, y1 + g, grid)
-    zs = periodic_ranges(z0 - g, z1 + g, grid)
-    gx_lo, gx_hi = x0 + a - g, x0 + b + g          # global padded x range (may leave [x0, x1))
-    pieces = []                                      # (source, src x0, src x1, dst x0)
-    if gx_lo < x0:
-        pieces.append((left, gx_lo - (x0 - g), g, 0))
-    own_lo, own_hi = max(gx_lo, x0), min(gx_hi, x1)
-    pieces.append((ds, own_lo, own_hi, own_lo - gx_lo))
-    if gx_hi > x1:
-        pieces.append((right, 0, gx_hi - x1, x1 - gx_lo))
-    for src, sa, sb, da in pieces:
-        for ya, yb, dy in ys:
-            for za, zb, dz in zs:
-                out[da:da + sb - sa, dy:dy + yb - ya, dz:dz + zb - za] = src[sa:sb, ya:yb, za:zb]
-    return out
-
-
-def normalise_input(rho: np.ndarray, bundle: ModelBundle) -> np.ndarray:
-    """ρ/ρ̄ → generator input, in place: x = (ρ/ρ̄ − offset)·scale (bundle.metadata.input_normalisation)."""
-    norm = bundle.metadata.input_normalisation
-    if norm.offset != 0.0:
-        rho -= np.float32(norm.offset)
-    if norm.scale != 1.0:
-        rho *= np.float32(norm.scale)
-    return rho
-
-
-def paint_whole_box(bundle: ModelBundle, density: np.ndarray, bins=None) -> np.ndarray:
-    """Reference: pad the whole (N, N, N) box periodically by g, run the generator once per bin.
-
-    Returns (n_bins, N, N, N) float32. Whole box in memory: for tests and small boxes only.
-    """
-    from halopaint.kernels.reference import generator_forward
-    bins = range(bundle.n_bins) if bins is None else bins
-    g = bundle.ghost_width
-    x = normalise_input(np.pad(np.asarray(density, np.float32), g, mode="wrap"), bundle)
-    xt = torch.from_numpy(x)[None, None]
-    with torch.no_grad():
-        return np.stack([generator_forward(bundle.generators[b], xt, bundle.spec)[0, 0].numpy()
-                         for b in bins]).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------- part files
-
-def parts_dir(out: str | os.PathLike) -> Path:
-    """Where the per-rank part files of OUT live: OUT.h5 → OUT.parts/ (next to it)."""
-    out = Path(out)
-    return out.with_name(out.stem + ".parts") if out.suffix else out.with_name(out.name + ".parts")
-
-
-def part_path(out, rank: int) -> Path:
-    return parts_dir(out) / f"rank-{rank:04d}.h5"
-
-
-def model_digest(bundle: ModelBundle, bins) -> str:
-    """SHA-256 of the painted generators' weights (resume refuses a different model)."""
-    h = hashlib.sha256()
-    for b in bins:
-        for name in sorted(bundle.generators[b]):
-            h.update(name.encode())
-            h.update(bundle.generators[b][name].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-class PartFile:
-    """One rank's part: `/halos` (n_bins, x1−x0, N, N) float32 and `/tile_done` (n_tiles,) uint8.
-
-    Attr `plan` (JSON) identifies what was painted; `--resume` reuses a part only if it matches.
-    Data of a tile is flushed before its `tile_done` flag, so a flag never claims unwritten data.
-    """
-
-    def __init__(self, path: Path, plan_key: dict, n_bins: int, thickness: int, grid: int, n_tiles: int,
-                 resume: bool):
-        self.path = path
-        self.key = json.dumps(plan_key, sort_keys=True)
-        self.reused = False
-        self.note = None
-        if resume and path.exists():
-            try:
-                h5 = h5py.File(path, "r+")
-            except OSError:
-                self.note = f"{path} was unreadable (killed mid-write?); repainting this rank's slab"
-            else:
-                if h5.attrs.get("plan") != self.key:
-                    h5.close()
-                    raise PaintError(f"cannot resume: {path} was written for a different plan "
-                                     "(model, input, ranks, bins, tiles or kernels changed); "
-                                     "rerun without --resume")
-                self.h5, self.reused = h5, True
-        if not self.reused:
-            self.h5 = h5py.File(path, "w")
-            self.h5.attrs["plan"] = self.key
-            self.h5.attrs["part_complete"] = False
-            self.h5.create_dataset("halos", shape=(n_bins, thickness, grid, grid), dtype=np.float32)
-            self.h5.create_dataset("tile_done", shape=(n_tiles,), dtype=np.uint8, fillvalue=0)
-            self.h5.flush()
-        self.halos = self.h5["halos"]
-        self.done = np.asarray(self.h5["tile_done"][...], dtype=bool)
-        self.painted = 0          # tiles painted by this run
-
-    def write_tile(self, index: int, tile, outputs: list[np.ndarray]) -> None:
-        a, b, y0, y1, z0, z1 = tile
-        for j, out in enumerate(outputs):
-            self.halos[j, a:b, y0:y1, z0:z1] = out
-        self.h5.flush()
-        self.h5["tile_done"][index] = 1
-        self.h5.flush()
-        self.done[index] = True
-        self.painted += 1
-
-    def finish(self) -> None:
-        self.h5.attrs["part_complete"] = True
-        self.h5.close()
-
-    def close(self) -> None:
-        if self.h5:
-            self.h5.close()
-
-
-def write_master(out: Path, plan: SlabPlan, n_bins: int, attrs: dict) -> None:
-    """Master OUT: `/halos` as a virtual dataset over the part files; complete=True last; atomic rename."""
-    check_writable(out)
-    layout = h5py.VirtualLayout(shape=(n_bins, plan.grid, plan.grid, plan.grid), dtype=np.float32)
-    rel = parts_dir(out).name
-    for r in range(plan.ranks):
-        x0, x1 = plan.bounds(r)
-        src = h5py.VirtualSource(f"{rel}/rank-{r:04d}.h5", "halos", shape=(n_bins, x1 - x0, plan.grid, plan.grid))
-        layout[:, x0:x1] = src
-    tmp = temporary_path(out)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.create_virtual_dataset("halos", layout, fillvalue=np.nan)
-            f.attrs["complete"] = True
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------------------- the driver
 
 @dataclass
 class RankReport:
@@ -416,10 +71,6 @@ def _comm():
 def _peak_rss() -> int:
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _log(msg: str) -> None:
-    print(f"halopaint paint: {msg}", file=sys.stderr, flush=True)
 
 
 def _kill_hook(rank: int) -> int | None:
@@ -587,7 +238,7 @@ def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> t
         err = str(exc) if isinstance(exc, HalopaintError) else f"cannot write {part_path(out, rank)}: {exc}"
     agree(comm, err)
     if part.note:
-        _log(f"rank {rank}: {part.note}")
+        log.info(f"rank {rank}: {part.note}")
     return part, tiles
 
 
@@ -628,7 +279,7 @@ def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: Par
             timings["write"] += time.perf_counter() - t
             del x, xt, outputs
             if rank == 0 and (count % report_every == 0 or count == len(todo)):
-                _log(f"rank 0: {count}/{len(todo)} tiles ({time.perf_counter() - t_start:.1f} s)")
+                log.info(f"rank 0: {count}/{len(todo)} tiles ({time.perf_counter() - t_start:.1f} s)")
             if kill_after is not None and count >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     return getattr(kerns[0], "native_status", None) if kerns else None

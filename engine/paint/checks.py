@@ -1,0 +1,97 @@
+"""Paint's errors and input checks: collective errors agreed over ranks, model/input compatibility,
+mass-bin selection, density value scan."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from halopaint.config import DensityRecipe
+from halopaint.errors import HalopaintError
+from halopaint.fields import FieldInfo, same_voxel_size
+from halopaint.model import ModelBundle
+
+REDSHIFT_ATOL = 1e-3
+
+
+class PaintError(HalopaintError):
+    """Painting cannot start or finish (bad input, impossible plan, unwritable output)."""
+
+
+def collective_error(message: str) -> PaintError:
+    """An error every rank raises with the same message (the CLI prints it once, from rank 0)."""
+    exc = PaintError(message)
+    exc.collective = True
+    return exc
+
+
+def agree(comm, local_error: str | None) -> None:
+    """Collective check: if any rank has an error, every rank raises the first one (lowest rank)."""
+    errors = comm.allgather(local_error)
+    for rank, msg in enumerate(errors):
+        if msg is not None:
+            prefix = f"[rank {rank}] " if comm.Get_size() > 1 and any(
+                e != msg for e in errors) else ""
+            raise collective_error(prefix + msg)
+
+
+def model_mismatches(info: FieldInfo, bundle: ModelBundle) -> list[str]:
+    """What makes the density file differ from what the model was trained on (empty: compatible)."""
+    meta, problems = bundle.metadata, []
+    if not same_voxel_size(info.voxel_size, meta.voxel_size):
+        problems.append(f"voxel size {info.voxel_size:g} Mpc/h differs from the model's {meta.voxel_size:g} Mpc/h")
+    if abs(info.redshift - meta.redshift) > REDSHIFT_ATOL:
+        problems.append(f"redshift {info.redshift:g} differs from the model's {meta.redshift:g}")
+    recipe_text = info.attrs.get("density_recipe")
+    if recipe_text is None:
+        problems.append("input has no density_recipe attribute (the model needs "
+                        f"{meta.density_recipe.to_json()})")
+    else:
+        try:
+            recipe = DensityRecipe.from_json(str(recipe_text))
+        except (ValueError, TypeError):
+            recipe = None
+        if recipe != meta.density_recipe:
+            problems.append(f"density recipe {recipe_text} differs from the model's {meta.density_recipe.to_json()}")
+    return problems
+
+
+def cosmology_note(info: FieldInfo, bundle: ModelBundle) -> list[str]:
+    """Cosmology differences are recorded (not refused): the network maps density to halos locally."""
+    if info.cosmology != bundle.metadata.cosmology:
+        return [f"input cosmology {info.cosmology.to_json()} differs from the model's "
+                f"{bundle.metadata.cosmology.to_json()}"]
+    return []
+
+
+def resolve_bins(requested: tuple[int, ...] | None, n_bins: int) -> tuple[int, ...]:
+    """Mass bins to paint: all, or a contiguous sorted selection (so mass_bin_edges stays n_sel+1)."""
+    if requested is None:
+        return tuple(range(n_bins))
+    bins = tuple(sorted(set(int(b) for b in requested)))
+    if not bins:
+        raise PaintError("--mass-bins selects no bin")
+    for b in bins:
+        if not 0 <= b < n_bins:
+            raise PaintError(f"--mass-bins: bin {b} does not exist (the model has bins 0..{n_bins - 1})")
+    if bins != tuple(range(bins[0], bins[-1] + 1)):
+        raise PaintError(f"--mass-bins {','.join(map(str, bins))} is not a contiguous range "
+                         "(paint them in separate runs)")
+    return bins
+
+
+def density_defects(ds, x0: int, x1: int, planes_per_read: int) -> tuple[int, int, int]:
+    """Scan x-planes [x0, x1) of a density dataset: (# non-finite, # negative, first bad global plane or −1)."""
+    n_nonfinite = n_negative = 0
+    first_bad = -1
+    for a in range(x0, x1, planes_per_read):
+        b = min(x1, a + planes_per_read)
+        block = np.asarray(ds[a:b], dtype=np.float32)
+        finite = np.isfinite(block)
+        bad_nf = block.size - int(np.count_nonzero(finite))
+        bad_neg = int(np.count_nonzero(block < 0))
+        if (bad_nf or bad_neg) and first_bad < 0:
+            per_plane = (~finite | (block < 0)).reshape(b - a, -1).any(axis=1)
+            first_bad = a + int(np.argmax(per_plane))
+        n_nonfinite += bad_nf
+        n_negative += bad_neg
+    return n_nonfinite, n_negative, first_bad
