@@ -26,6 +26,7 @@ rank 0 writes the file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -40,6 +41,8 @@ from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, atomic_h5, atomic_path, check_writable, file_provenance, \
     read_info, standard_attrs
 from halopaint.log import get_logger
+from halopaint.validation import (CountStats, OutputLock, check_count_stats, check_output_not_input,
+                                  interruption_point, lock_path)
 from halopaint.sim.cosmology import LinearCosmology
 
 log = get_logger(__name__)
@@ -352,13 +355,30 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     try:
         infos = _validate_inputs(cfg)
         _validate_options(cfg, hp)
+        check_output_not_input([cfg.out, Path(cfg.out).with_suffix(".png") if cfg.figure else None,
+                                lock_path(cfg.out)], cfg.inputs)
     except HalopaintError as exc:              # unreadable or foreign files: every rank sees the same
         raise LightconeError(str(exc)) from None
+    with contextlib.ExitStack() as held:
+        err = None
+        if rank == 0:                          # rank 0 writes the output: it holds the lock
+            try:
+                held.enter_context(OutputLock(cfg.out, f"halopaint lightcone on {size} ranks"))
+            except HalopaintError as exc:
+                err = str(exc)
+        err = comm.bcast(err, root=0) if comm is not None else err
+        if err:
+            raise LightconeError(err)
+        return _build(cfg, infos, comm, rank, size, hp, t0)
+
+
+def _build(cfg: LightconeConfig, infos: list[FieldInfo], comm, rank: int, size: int, hp, t0: float) -> dict | None:
     first = infos[0]
     bins = tuple(range(first.n_bins)) if cfg.mass_bins is None else tuple(cfg.mass_bins)
     z_top = max(cfg.z_edges) if cfg.z_edges is not None else cfg.z_max
     dist = DistanceRedshift(first.cosmology, max(z_top, 1e-6) * 1.001)
     plan = plan_shells(cfg, [i.redshift for i in infos], dist)
+    check_map_memory(cfg.nside, plan.count, len(bins))
     geo = _Geometry(first.grid, first.box_size, np.asarray(cfg.observer, dtype=np.float64), plan, cfg.nside)
     reps = replicas(geo.observer, geo.box, plan.chi_edges[0], plan.chi_edges[-1] + geo.voxel, cfg.max_replicas)
     from halopaint.decomposition import SlabPlan
@@ -367,20 +387,29 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     acc = _MapAccumulator(len(bins), plan.count * npix)
     offsets = subsample_offsets(cfg.subsample)
     columns = {name: [] for name in CATALOGUE_COLUMNS}
+    counts = {}                                # per input: CountStats of the planes this rank read
+    done = 0
     for snap, info in enumerate(infos):
         active = plan.snapshot == snap
         if not active.any():
             continue
+        stats = counts.setdefault(info.path, CountStats())
         with FieldFile(info.path, require=("halos",)) as f:
             for p0 in range(x0, x1, cfg.planes_per_read):
                 p1 = min(p0 + cfg.planes_per_read, x1)
                 field = f.read_halos(bins, p0, p1)
+                stats.add(field)
+                if stats.nonfinite or stats.negative:
+                    break                      # refused below, after every rank has agreed
                 for j, plane in enumerate(range(p0, p1)):
                     _map_plane(geo, acc, field[:, j], plane, reps, active, offsets, hp)
                     if cfg.catalogue:
                         _catalogue_plane(geo, dist, field[:, j], plane, reps, active, bins, cfg.seed, snap, columns)
-                if progress and rank == 0:
+                done += p1 - p0
+                interruption_point("lightcone", done, rank)
+                if rank == 0:
                     log.info(f"snapshot {snap} (z = {info.redshift:g}): planes {p1 - x0}/{x1 - x0} of rank 0")
+    _agree_counts(counts, comm)
     acc.flush()
     maps = _reduce_maps(acc.maps, comm)
     catalogue = _gather_catalogue(columns, comm) if cfg.catalogue else None
@@ -391,6 +420,36 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     if cfg.figure:
         summary["figure"] = plot_maps(maps, plan, Path(cfg.out).with_suffix(".png"), hp)
     return summary
+
+
+def _agree_counts(counts: dict, comm) -> None:
+    """Merge every rank's count scans; refuse (collectively) painted counts that are negative or non-finite."""
+    local = {path: st.as_tuple() for path, st in counts.items()}
+    parts = comm.allgather(local) if comm is not None else [local]
+    for path in sorted({p for part in parts for p in part}):
+        merged = CountStats()
+        for part in parts:
+            if path in part:
+                nf, neg, mn = part[path]
+                merged.nonfinite += nf
+                merged.negative += neg
+                merged.minimum = min(merged.minimum, mn)
+        try:
+            check_count_stats(merged, path)
+        except HalopaintError as exc:
+            raise LightconeError(str(exc)) from None
+
+
+def check_map_memory(nside: int, shells: int, n_bins: int) -> None:
+    """The maps (float64, shells × bins × 12·nside² pixels, twice on rank 0 for the reduction) must fit
+    in this machine's memory; refuse a plan that cannot, before allocating anything."""
+    import psutil
+    need = 2 * 8 * shells * n_bins * 12 * nside**2
+    have = psutil.virtual_memory().total
+    if need > have:
+        raise LightconeError(f"--nside {nside}: the maps ({shells} shells × {n_bins} mass bins × "
+                             f"{12 * nside**2:.3g} pixels, float64) need {need / 2**30:.3g} GiB, more than this "
+                             f"machine's {have / 2**30:.3g} GiB; use a smaller --nside")
 
 
 def _reduce_maps(maps: np.ndarray, comm) -> np.ndarray:

@@ -58,10 +58,22 @@ def config_from_args(args: argparse.Namespace) -> SimulateConfig:
 def run(args: argparse.Namespace) -> int:
     from halopaint.sim import simulate
     config = config_from_args(args)
+    # --- issue 21 (reliability): physical ranges, --out never a lock-held output -------------------------
+    from halopaint.fields import check_writable
+    from halopaint.launch import discover
+    from halopaint.validation import OutputLock, validate_simulate_config
+    validate_simulate_config(config)
+    check_writable(config.out)
+    lock = OutputLock(config.out, "halopaint simulate")
+    if discover().rank == 0:                                    # the writing rank holds the output's lock
+        lock.acquire()
+    # -----------------------------------------------------------------------------------------------------
     try:
         simulate(config, quiet=args.quiet)
     except MemoryError:
         raise HalopaintError(f"out of memory simulating grid {config.grid} with "
                              f"{config.n_particles_side}³ particles; use a smaller --grid or "
                              "--particles-per-side") from None
+    finally:
+        lock.release()                                          # issue 21
     return 0

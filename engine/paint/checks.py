@@ -3,14 +3,17 @@ mass-bin selection, density value scan."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from dataclasses import asdict
 
 from halopaint.config import DensityRecipe
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldInfo, same_voxel_size
 from halopaint.model import ModelBundle
+from halopaint.validation import scan_density
 
 REDSHIFT_ATOL = 1e-3
+COSMOLOGY_RTOL = 1e-4     # JSON round trips are exact; this only forgives printed-digit rounding
 
 
 class PaintError(HalopaintError):
@@ -52,15 +55,18 @@ def model_mismatches(info: FieldInfo, bundle: ModelBundle) -> list[str]:
             recipe = None
         if recipe != meta.density_recipe:
             problems.append(f"density recipe {recipe_text} differs from the model's {meta.density_recipe.to_json()}")
-    return problems
+    return problems + cosmology_mismatch(info, bundle)
 
 
-def cosmology_note(info: FieldInfo, bundle: ModelBundle) -> list[str]:
-    """Cosmology differences are recorded (not refused): the network maps density to halos locally."""
-    if info.cosmology != bundle.metadata.cosmology:
-        return [f"input cosmology {info.cosmology.to_json()} differs from the model's "
-                f"{bundle.metadata.cosmology.to_json()}"]
-    return []
+def cosmology_mismatch(info: FieldInfo, bundle: ModelBundle) -> list[str]:
+    """The input's cosmology against the model's (each parameter to COSMOLOGY_RTOL): refused like a voxel or
+    redshift mismatch, the halo-density relation the network learnt depends on it."""
+    a, b = asdict(info.cosmology), asdict(bundle.metadata.cosmology)
+    if all(math.isclose(a[k], b[k], rel_tol=COSMOLOGY_RTOL, abs_tol=1e-12) for k in a):
+        return []
+    diff = ", ".join(f"{k} {a[k]:g} vs {b[k]:g}" for k in a
+                     if not math.isclose(a[k], b[k], rel_tol=COSMOLOGY_RTOL, abs_tol=1e-12))
+    return [f"cosmology differs from the model's ({diff})"]
 
 
 def resolve_bins(requested: tuple[int, ...] | None, n_bins: int) -> tuple[int, ...]:
@@ -81,17 +87,5 @@ def resolve_bins(requested: tuple[int, ...] | None, n_bins: int) -> tuple[int, .
 
 def density_defects(ds, x0: int, x1: int, planes_per_read: int) -> tuple[int, int, int]:
     """Scan x-planes [x0, x1) of a density dataset: (# non-finite, # negative, first bad global plane or −1)."""
-    n_nonfinite = n_negative = 0
-    first_bad = -1
-    for a in range(x0, x1, planes_per_read):
-        b = min(x1, a + planes_per_read)
-        block = np.asarray(ds[a:b], dtype=np.float32)
-        finite = np.isfinite(block)
-        bad_nf = block.size - int(np.count_nonzero(finite))
-        bad_neg = int(np.count_nonzero(block < 0))
-        if (bad_nf or bad_neg) and first_bad < 0:
-            per_plane = (~finite | (block < 0)).reshape(b - a, -1).any(axis=1)
-            first_bad = a + int(np.argmax(per_plane))
-        n_nonfinite += bad_nf
-        n_negative += bad_neg
-    return n_nonfinite, n_negative, first_bad
+    st = scan_density(ds, x0, x1, planes_per_read)
+    return st.nonfinite, st.negative, st.first_bad

@@ -7,7 +7,7 @@ paints its slab in tiles sized so that one tile's input, 30-channel activations 
 memory, y/z wrapped periodically), so tiles are independent and the field equals a whole-box periodic
 paint (`paint_whole_box`, the reference).
 
-Output: rank r writes its planes, tile by tile, into its part file `<OUT stem>.parts/rank-RRRR.h5`
+Output: rank r writes its planes, tile by tile, into its part file `<OUT>.parts/rank-RRRR.h5`
 (`/halos` (n_bins, x1−x0, N, N) float32 + `/tile_done` (n_tiles,) uint8, the per-tile completion record
 that `--resume` reuses). After every rank has finished, rank 0 writes the master OUT: `/halos`
 (n_bins, N, N, N) float32 as an HDF5 virtual dataset over the part files (relative paths, so OUT and its
@@ -17,6 +17,7 @@ rename. Nothing is gathered to one rank except a few bytes of provenance.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -34,12 +35,13 @@ from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, check_writable, read_info, standard_attrs
 from halopaint.log import get_logger
 from halopaint.model import ModelBundle, resolve_model_path
-from halopaint.paint.checks import (PaintError, agree, collective_error, cosmology_note, density_defects,
-                                    model_mismatches, resolve_bins)
-from halopaint.paint.io import PartFile, model_digest, part_path, parts_dir, write_master
+from halopaint.paint.checks import PaintError, agree, collective_error, model_mismatches, resolve_bins
+from halopaint.paint.io import PartFile, model_digest, part_path, parts_dir, resume_refusal, write_master
 from halopaint.paint.plan import (TileShape, choose_tile, fixed_bytes, forced_tile, kernel_fixed_bytes,
                                   kernel_working_set_factor, tile_bytes, tiles_of_slab)
 from halopaint.paint.tiles import normalise_input, read_tile_input
+from halopaint.validation import (DensityStats, OutputLock, ValidationError, check_density_stats, check_grid,
+                                  check_output_not_input, interruption_point, lock_path, scan_density)
 
 log = get_logger(__name__)
 KILL_HOOK_ENV = "HALOPAINT_TEST_KILL_AFTER_TILES"  # "RANK:K": rank RANK SIGKILLs itself after K tiles
@@ -126,7 +128,9 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
         problems = model_mismatches(info, bundle)
         if problems and not cfg.allow_mismatch:
             raise PaintError(f"{cfg.density}: {'; '.join(problems)} (use --allow-mismatch to paint anyway)")
-        warnings = problems + cosmology_note(info, bundle)
+        warnings = problems
+    else:
+        check_grid(grid, "--grid")
     plan = plan_slabs(grid, ranks, bundle.ghost_width)
     bins = resolve_bins(cfg.mass_bins, bundle.n_bins)
     try:
@@ -135,8 +139,14 @@ def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | Non
         raise PaintError(f"--kernels: {exc}") from None
     threads = torch.get_num_threads()
     kbytes = kernel_fixed_bytes(factory, threads) + retained_bytes(threads)
-    tile = forced_tile(plan, cfg.tile) if cfg.tile else \
-        choose_tile(plan, cfg.max_memory_bytes, kernel_working_set_factor(factory), kbytes)
+    if cfg.tile:
+        try:
+            default = choose_tile(plan, cfg.max_memory_bytes, kernel_working_set_factor(factory), kbytes)
+        except PaintError:               # --max-memory too small for any tile: the forced one is all we have
+            default = None
+        tile = forced_tile(plan, cfg.tile, default)
+    else:
+        tile = choose_tile(plan, cfg.max_memory_bytes, kernel_working_set_factor(factory), kbytes)
     return _Setup(bundle, info, plan, bins, tile, warnings, factory, kbytes)
 
 
@@ -148,12 +158,19 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
     """
     t_start = time.perf_counter()
     comm = _comm() if comm is None else comm
-    setup, device, threads = _validate(cfg, comm)
-    timings = dict(read=0.0, exchange=0.0, compute=0.0, write=0.0, compute_cpu=0.0)  # [s]; cpu: process time
-    _check_density_values(cfg, setup.plan, comm, timings)
-    part, tiles = _open_part(cfg, setup, device, comm)
-    kernel_detail = _paint_slab(cfg, setup, device, part, tiles, comm, timings, t_start)
-    part.finish()
+    with contextlib.ExitStack() as held:      # rank 0 holds the output's lock until the master is written
+        setup, device, threads = _validate(cfg, comm, held)
+        timings = dict(read=0.0, exchange=0.0, compute=0.0, write=0.0, compute_cpu=0.0)  # [s]; cpu: process time
+        _check_density_values(cfg, setup.plan, comm, timings)
+        part, tiles = _open_part(cfg, setup, device, comm)
+        held.callback(part.close)
+        kernel_detail = _paint_slab(cfg, setup, device, part, tiles, comm, timings, t_start)
+        part.finish()
+        return _finish(cfg, setup, device, threads, part, tiles, kernel_detail, timings, t_start, comm)
+
+
+def _finish(cfg: PaintConfig, setup: _Setup, device, threads: int, part: PartFile, tiles: list,
+            kernel_detail, timings: dict, t_start: float, comm) -> dict:
     timings["total"] = time.perf_counter() - t_start
     import socket
     rank = comm.Get_rank()
@@ -166,8 +183,9 @@ def paint(cfg: PaintConfig, comm=None) -> dict:
     return _write_master_when_all_done(cfg, setup, report, comm)
 
 
-def _validate(cfg: PaintConfig, comm) -> tuple[_Setup, torch.device, int]:
-    """Model, input attrs, plan, device and output path; the same checks on every rank, agreed."""
+def _validate(cfg: PaintConfig, comm, held: contextlib.ExitStack) -> tuple[_Setup, torch.device, int]:
+    """Model, input attrs, plan, device and output path; the same checks on every rank, agreed. Rank 0
+    takes the output's lock (held by `held`): a second paint on the same --out is refused."""
     err, setup, device, threads = None, None, torch.device("cpu"), 1
     out = Path(cfg.out)
     try:
@@ -176,9 +194,9 @@ def _validate(cfg: PaintConfig, comm) -> tuple[_Setup, torch.device, int]:
         device, threads = _place(comm, cfg.device)
         setup = _prepare(cfg, comm.Get_size(), device)
         check_writable(out)
-        if out.exists() and os.path.samefile(out, cfg.density):
-            raise PaintError(f"--out {out} is the input file; choose another output name")
+        check_output_not_input([out, parts_dir(out), lock_path(out)], [cfg.density, resolve_model_path(cfg.model)])
         if comm.Get_rank() == 0:
+            held.enter_context(OutputLock(out, f"halopaint paint on {comm.Get_size()} ranks"))
             try:
                 parts_dir(out).mkdir(exist_ok=True)
             except OSError as exc:
@@ -192,28 +210,35 @@ def _validate(cfg: PaintConfig, comm) -> tuple[_Setup, torch.device, int]:
 
 
 def _check_density_values(cfg: PaintConfig, plan: SlabPlan, comm, timings: dict) -> None:
-    """Each rank scans its own planes for NaN/Inf/negative values; the counts are summed over ranks."""
-    from mpi4py import MPI
+    """Each rank scans its own planes (halopaint.validation.DensityStats); the scans are merged over ranks
+    and checked once: finite, ≥ 0, no absurd voxel, mean ρ/ρ̄ ≈ 1."""
     x0, x1 = plan.bounds(comm.Get_rank())
     t = time.perf_counter()
     planes_per_read = max(1, min(x1 - x0, (cfg.max_memory_bytes - fixed_bytes(plan)) // (16 * plan.grid**2)))
     with FieldFile(cfg.density, require=("density",)) as ff:
-        n_nonfinite, n_negative, first_bad = density_defects(ff.h5["density"], x0, x1, planes_per_read)
+        stats = scan_density(ff.h5["density"], x0, x1, planes_per_read)
     timings["read"] += time.perf_counter() - t
-    n_nonfinite = comm.allreduce(n_nonfinite, op=MPI.SUM)
-    n_negative = comm.allreduce(n_negative, op=MPI.SUM)
-    first_bad = comm.allreduce(first_bad if first_bad >= 0 else plan.grid, op=MPI.MIN)
-    if n_nonfinite or n_negative:
-        what = " and ".join(s for s in (f"{n_nonfinite} NaN/Inf" if n_nonfinite else "",
-                                        f"{n_negative} negative" if n_negative else "") if s)
-        raise collective_error(f"{cfg.density}: /density has {what} values (first at x-plane {first_bad}); "
-                               "a density ρ/ρ̄ must be finite and ≥ 0")
+    total = sum(comm.allgather(stats), DensityStats())
+    try:
+        check_density_stats(total, cfg.density)
+    except ValidationError as exc:
+        raise collective_error(str(exc)) from None
 
 
 def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> tuple[PartFile, list]:
-    """Remove the stale master (and, unless resuming, stale parts); open this rank's part file."""
+    """Check that a --resume can reuse every existing part (a refused resume touches nothing), then remove
+    the stale master (and, unless resuming, stale parts) and open this rank's part file."""
     out, rank, size = Path(cfg.out), comm.Get_rank(), comm.Get_size()
     plan = setup.plan
+    x0, x1 = plan.bounds(rank)
+    tiles = tiles_of_slab(x1 - x0, plan.grid, setup.tile)
+    plan_key = dict(grid=plan.grid, ranks=size, rank=rank, x0=x0, x1=x1, ghost=plan.ghost,
+                    tile=setup.tile.as_tuple(), bins=list(setup.bins), model=model_digest(setup.bundle, setup.bins),
+                    input=os.path.abspath(cfg.density), input_created=str(setup.info.attrs.get("created", "")),
+                    kernels=setup.kernel_name, device=device.type,
+                    normalisation=asdict(setup.bundle.metadata.input_normalisation))
+    if cfg.resume:
+        agree(comm, resume_refusal(part_path(out, rank), plan_key))
     if rank == 0:
         out.unlink(missing_ok=True)
         for stale in parts_dir(out).glob("rank-*.h5"):
@@ -224,13 +249,6 @@ def _open_part(cfg: PaintConfig, setup: _Setup, device: torch.device, comm) -> t
             if index >= size or not cfg.resume:
                 stale.unlink()
     comm.Barrier()
-    x0, x1 = plan.bounds(rank)
-    tiles = tiles_of_slab(x1 - x0, plan.grid, setup.tile)
-    plan_key = dict(grid=plan.grid, ranks=size, rank=rank, x0=x0, x1=x1, ghost=plan.ghost,
-                    tile=setup.tile.as_tuple(), bins=list(setup.bins), model=model_digest(setup.bundle, setup.bins),
-                    input=os.path.abspath(cfg.density), input_created=str(setup.info.attrs.get("created", "")),
-                    kernels=setup.kernel_name, device=device.type,
-                    normalisation=asdict(setup.bundle.metadata.input_normalisation))
     err, part = None, None
     try:
         part = PartFile(part_path(out, rank), plan_key, len(setup.bins), x1 - x0, plan.grid, len(tiles), cfg.resume)
@@ -282,6 +300,7 @@ def _paint_slab(cfg: PaintConfig, setup: _Setup, device: torch.device, part: Par
                 log.info(f"rank 0: {count}/{len(todo)} tiles ({time.perf_counter() - t_start:.1f} s)")
             if kill_after is not None and count >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+            interruption_point("paint", count, rank)
     return getattr(kerns[0], "native_status", None) if kerns else None
 
 

@@ -18,9 +18,10 @@ from halopaint.paint.checks import PaintError
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
-    """Where the per-rank part files of OUT live: OUT.h5 → OUT.parts/ (next to it)."""
+    """Where the per-rank part files of OUT live: OUT.parts/ next to it, named from the whole output name
+    (x.h5 → x.h5.parts/, x.hdf5 → x.hdf5.parts/: two outputs never share a part folder)."""
     out = Path(out)
-    return out.with_name(out.stem + ".parts") if out.suffix else out.with_name(out.name + ".parts")
+    return out.with_name(out.name + ".parts")
 
 
 def part_path(out, rank: int) -> Path:
@@ -35,6 +36,22 @@ def model_digest(bundle: ModelBundle, bins) -> str:
             h.update(name.encode())
             h.update(bundle.generators[b][name].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def resume_refusal(path: Path, plan_key: dict) -> str | None:
+    """Why `--resume` cannot reuse the part at `path` (None: it can, or there is none / it is unreadable and
+    will be repainted). Read-only: a refused resume touches no file."""
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as h5:
+            key = h5.attrs.get("plan")
+    except OSError:
+        return None
+    if key != json.dumps(plan_key, sort_keys=True):
+        return (f"cannot resume: {path} was written for a different plan (model, input, ranks, bins, tiles or "
+                "kernels changed); rerun without --resume (the existing output is left as it is)")
+    return None
 
 
 class PartFile:

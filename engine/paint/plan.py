@@ -14,6 +14,7 @@ RUNTIME_OVERHEAD_BYTES = 512 * 1024**2
 # their own `working_set_factor`. Reference (torch conv3d, measured at 88³ input): ≈ 4.
 DEFAULT_WORKING_SET_FACTOR = 5.0
 ACTIVATION_CHANNELS = 30
+MAX_TILE_COST_FACTOR = 8.0   # a forced --tile may cost at most this × the default tile's padded work
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,31 @@ def choose_tile(plan: SlabPlan, max_memory: int, working_set_factor: float, kern
     return best
 
 
-def forced_tile(plan: SlabPlan, tile: tuple[int, int, int]) -> TileShape:
+def padded_work(plan: SlabPlan, shape: TileShape) -> int:
+    """Padded input voxels of painting the thickest slab with tiles no larger than `shape` (the cost)."""
+    g = plan.ghost
+    return sum((b - a + 2 * g) for a, b in split_extent(plan.max_thickness, shape.x)) * \
+        sum((b - a + 2 * g) for a, b in split_extent(plan.grid, shape.y)) * \
+        sum((b - a + 2 * g) for a, b in split_extent(plan.grid, shape.z))
+
+
+def forced_tile(plan: SlabPlan, tile: tuple[int, int, int], default: TileShape | None = None) -> TileShape:
+    """`--tile X,Y,Z`, clipped to the slab. Refused: sides below the ghost width g (each tile would read
+    more ghost than interior), or a padded cost above MAX_TILE_COST_FACTOR × that of `default` (the tile
+    --max-memory would choose)."""
     if min(tile) < 1:
         raise PaintError(f"--tile sizes must be ≥ 1, got {tile}")
-    return TileShape(min(tile[0], plan.max_thickness), min(tile[1], plan.grid), min(tile[2], plan.grid))
+    shape = TileShape(min(tile[0], plan.max_thickness), min(tile[1], plan.grid), min(tile[2], plan.grid))
+    g = plan.ghost
+    small = [s for s, t in zip(shape.as_tuple(), tile) if s < g and s == t]
+    if small:
+        raise PaintError(f"--tile {','.join(map(str, tile))}: tile sides must be ≥ the model's ghost width {g} "
+                         f"(smaller tiles pad each voxel with ~{(1 + 2 * g / max(1, min(small))) ** 3:.0f}× its "
+                         "volume); use a larger --tile or leave it to --max-memory")
+    if default is not None:
+        factor = padded_work(plan, shape) / padded_work(plan, default)
+        if factor > MAX_TILE_COST_FACTOR:
+            raise PaintError(f"--tile {','.join(map(str, tile))} costs {factor:.0f}× the padded work of the "
+                             f"default tile {default.x},{default.y},{default.z} (limit {MAX_TILE_COST_FACTOR:g}×); "
+                             "use a larger --tile or leave it to --max-memory")
+    return shape

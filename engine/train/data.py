@@ -10,6 +10,7 @@ from halopaint.config import Cosmology, DensityRecipe, TrainConfig
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldFileError, file_provenance, same_voxel_size
 from halopaint.patches import Region
+from halopaint.validation import ValidationError, check_counts_array, check_density_array
 
 MIN_CRITIC_PATCH = 19   # 19 → 7 → 3 → 1 → 1 through the paper critic's valid convs
 
@@ -65,9 +66,12 @@ def _read_boxes(paths, bins, role: str):
                     if not 0 <= b < info.n_bins:
                         raise TrainingError(f"{path}: mass bin {b} does not exist "
                                             f"(the file has {info.n_bins} bins: 0..{info.n_bins - 1})")
-                boxes.append((f.read_density(), f.read_halos(bins)))
+                density, halos = f.read_density(), f.read_halos(bins)
+                check_density_array(density, path)
+                check_counts_array(halos, path)
+                boxes.append((density, halos))
                 infos.append(info)
-        except FieldFileError:
+        except (FieldFileError, ValidationError):
             raise
         except OSError as exc:
             raise TrainingError(f"{path}: cannot read {role} data ({exc})") from None

@@ -20,24 +20,25 @@ MODEL.losses.png (training / validation curves, paper Fig. 7).
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from halopaint.config import TrainConfig
 from halopaint.fields import check_writable
 from halopaint.log import get_logger
 from halopaint.log import progress as progress_bar
-from halopaint.model import Generator, ModelBundle
+from halopaint.model import Generator, ModelBundle, resolve_model_path
 from halopaint.train.checkpoint import TrainPaths, _read_log, _rewrite_log, load_checkpoint, plot_losses, \
     save_checkpoint
 from halopaint.train.data import TrainingError, load_data
 from halopaint.train.trainer import Trainer, init_provenance
+from halopaint.validation import OutputLock, check_output_not_input, interruption_point, lock_path
 
 log = get_logger(__name__)
 
 
 def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> dict:
     """Run `halopaint train`: returns a summary dict (rank 0) with the final evaluation per bin."""
-    from halopaint.ddp import GradientSync, init_distributed
     from halopaint.launch import configure_threads, discover, select_device
 
     info = discover()
@@ -47,10 +48,22 @@ def train(cfg: TrainConfig, command: str = "", progress: bool = True) -> dict:
         raise TrainingError("--steps must be ≥ 0, --checkpoint-every, n_critic and batch size ≥ 1")
     paths = TrainPaths.for_output(cfg.out)
     check_writable(paths.bundle)
+    inputs = [*cfg.data, *cfg.validation] + ([str(resolve_model_path(cfg.init_model))] if cfg.init_model else [])
+    check_output_not_input([paths.bundle, paths.checkpoint, paths.log, paths.plot, lock_path(paths.bundle)],
+                           inputs)
     ghost = Generator().ghost_width
     data = load_data(cfg, ghost)
     init_bundle = ModelBundle.load(cfg.init_model) if cfg.init_model else None
 
+    with contextlib.ExitStack() as held:
+        if info.rank == 0:            # rank 0 writes every output: it holds the lock on the bundle
+            held.enter_context(OutputLock(paths.bundle, "halopaint train"))
+        return _train(cfg, command, progress, info, device, paths, data, init_bundle)
+
+
+def _train(cfg: TrainConfig, command: str, progress: bool, info, device, paths: TrainPaths, data,
+           init_bundle: ModelBundle | None) -> dict:
+    from halopaint.ddp import GradientSync, init_distributed
     distributed = init_distributed(info, device)
     try:
         sync = GradientSync(distributed)
@@ -96,7 +109,7 @@ def _loop(cfg: TrainConfig, trainer: Trainer, paths: TrainPaths, command: str, i
         payload = trainer.checkpoint_payload()
         if is_root:
             save_checkpoint(payload, paths.checkpoint)
-            trainer.bundle(command).save(paths.bundle)
+            trainer.bundle(command, {"complete": trainer.step >= cfg.steps}).save(paths.bundle)
             plot_losses(paths.log, paths.plot)
 
     last_checkpoint = -1
@@ -109,8 +122,10 @@ def _loop(cfg: TrainConfig, trainer: Trainer, paths: TrainPaths, command: str, i
                 log_file.flush()
                 if trainer.step % cfg.validate_every == 0 or trainer.step == cfg.steps:
                     evaluate_and_log()
-                bar.set_postfix_str(", ".join(f"b{r['bin']}={r.get('wasserstein', r['poisson_nll']):.3g}" for r in recs))
+                bar.set_postfix_str(", ".join(f"b{r['bin']}={r.get('wasserstein', r['poisson_nll']):.3g}"
+                                              for r in recs))
             bar.update(1)
+            interruption_point("train", trainer.step, _rank_of(trainer))
             if trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps:
                 checkpoint()
                 last_checkpoint = trainer.step
@@ -123,6 +138,10 @@ def _loop(cfg: TrainConfig, trainer: Trainer, paths: TrainPaths, command: str, i
         if log_file is not None:
             log_file.close()
     return {"steps": trainer.step, "eval": last_eval, "bundle": str(paths.bundle)}
+
+
+def _rank_of(trainer: Trainer) -> int:
+    return trainer.streams[0] if trainer.streams else 0
 
 
 class _NoBar:
