@@ -310,7 +310,7 @@ def check_box_and_grid(box_size: float, grid: int, box_option: str = "--box", wh
     lo, hi, unit, why = PHYSICAL_RANGES["voxel_size"]
     if not lo <= h <= hi:
         prefix = f"{where}: " if where else ""
-        raise ValidationError(f"{prefix}voxel size {box_option}/--grid = {float(box_size):g}/{grid} = {h:.3g} "
+        raise ValidationError(f"{prefix}voxel size {box_option}/--grid = {float(box_size):g}/{grid} = {h:.4g} "
                               f"{unit} is outside the supported range {_range_text('voxel_size')} ({why})")
 
 
