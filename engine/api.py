@@ -152,7 +152,7 @@ def simulate(grid: int = 64, box_size: float = 256.0, seed: int = 1, redshift: f
     """
     from mpi4py import MPI
 
-    from halopaint.simulate import simulate as run_simulation
+    from halopaint.simulation import simulate as run_simulation
     with tempfile.TemporaryDirectory(prefix="halopaint-api-", dir=workdir) as tmp:
         out = Path(tmp) / "sim.h5"
         try:

@@ -79,15 +79,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from halopaint.errors import HalopaintError
     _configure_logging(args)
+    previous = _terminate_as_interrupt()
     try:
         from halopaint.allocator import tune_malloc
         tune_malloc()                       # freed sub-tile buffers stay mapped (engine/allocator.py)
         return int(_module(args.command).run(args) or 0)
     except (HalopaintError, ValueError) as exc:
         _fail(args.command, exc)
-    except KeyboardInterrupt:
-        _fail(args.command, "interrupted")
+    except KeyboardInterrupt as exc:
+        name = exc.args[0] if exc.args else "SIGINT"
+        _fail(args.command, f"interrupted by {name}; nothing was marked complete (paint and train: rerun with "
+                            "--resume to continue)")
+    except MemoryError:
+        _fail(args.command, "out of memory; use a smaller grid, fewer bins, or a smaller --max-memory/--nside")
+    finally:
+        _restore_terminate(previous)
     return EXIT_USAGE
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (what schedulers and `kill` send) unwinds like Ctrl-C: writers remove their temporary files,
+    locks are released and the CLI reports one line, instead of dying with half-written temporaries."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)   # the previous handler, restored when main returns
+    except ValueError:                      # not the main thread (embedded use): leave the default
+        return None
+
+
+def _restore_terminate(previous) -> None:
+    import signal
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except ValueError:
+            pass
 
 
 def _fail(command: str, exc) -> None:

@@ -24,9 +24,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from halopaint.config import DemoConfig, SpectraConfig
+from halopaint.config import DemoConfig, SimulateConfig, SpectraConfig
+from halopaint.decomposition import plan_slabs
 from halopaint.errors import HalopaintError
 from halopaint.model import ModelBundle
+from halopaint.validation import OutputLock, check_grid, check_output_dir, validate_simulate_config
 
 
 @dataclass
@@ -81,13 +83,36 @@ def _paint_cmd(cfg: DemoConfig, density: Path, out: Path) -> list[str]:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the whole main job; returns the summary dict (also written to OUT/summary.json)."""
-    if cfg.ranks < 1:
-        raise HalopaintError(f"--ranks must be ≥ 1, got {cfg.ranks}")
+    bundle = validate_demo(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise HalopaintError(f"output directory {out} is not writable")
+    with OutputLock(out, "halopaint demo"):
+        out.mkdir(exist_ok=True)
+        return _run_demo(cfg, bundle, out)
+
+
+def validate_demo(cfg: DemoConfig) -> ModelBundle:
+    """Everything the stages would refuse, refused before any stage starts (halopaint.validation): --ranks
+    between 1 and this machine's cores, both boxes in the simulator's physical ranges and paintable on
+    --ranks slabs, --out a new or writable directory. Returns the loaded model bundle."""
+    cores = os.cpu_count() or 1
+    if not 1 <= cfg.ranks <= cores:
+        raise HalopaintError(f"--ranks {cfg.ranks}: the demo runs its ranks on this machine, which has {cores} "
+                             f"cores (use 1 … {cores})")
+    check_output_dir(cfg.out)
     bundle = ModelBundle.load(cfg.model)
+    voxel = bundle.metadata.voxel_size
+    for option, grid in (("--grid", cfg.grid), ("--lpt-grid", cfg.lpt_grid)):
+        check_grid(grid, option, minimum=8)
+        validate_simulate_config(replace(SimulateConfig(), grid=grid, box_size=grid * voxel,
+                                         redshift=bundle.metadata.redshift, cosmology=bundle.metadata.cosmology))
+        try:
+            plan_slabs(grid, cfg.ranks, bundle.ghost_width)
+        except HalopaintError as exc:
+            raise HalopaintError(f"{option} {grid} on --ranks {cfg.ranks}: {exc}") from None
+    return bundle
+
+
+def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
     voxel = bundle.metadata.voxel_size
     edges = ",".join(f"{e:.6g}" for e in bundle.metadata.mass_bin_edges)
     recipe = bundle.metadata.density_recipe

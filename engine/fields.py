@@ -26,7 +26,8 @@ import numpy as np
 
 from halopaint import __version__
 from halopaint.config import Cosmology
-from halopaint.errors import HalopaintError
+from halopaint.validation import (FieldFileError, check_complete, check_dataset, cosmology_from_attr,
+                                  scalar_attr)
 
 # Two grids have the same voxel size within this relative tolerance (box sizes round-trip through text).
 VOXEL_SIZE_RTOL = 1e-6
@@ -38,10 +39,6 @@ def same_voxel_size(a: float, b: float) -> bool:
 
 
 REQUIRED_ATTRS = ("box_size", "redshift", "cosmology", "halopaint_version", "created")
-
-
-class FieldFileError(HalopaintError):
-    """A field file is missing, incomplete, or does not follow the contract."""
 
 
 def standard_attrs(box_size: float, redshift: float, cosmology: Cosmology, *,
@@ -168,8 +165,7 @@ class FieldFile:
 
     def _inspect(self, require: tuple[str, ...]) -> FieldInfo:
         f, p = self._h5, self.path
-        if not bool(f.attrs.get("complete", False)):
-            raise FieldFileError(f"{p}: file is incomplete (no complete=True attr); it was not finished")
+        check_complete(f.attrs.get("complete"), p)
         for key in REQUIRED_ATTRS:
             if key not in f.attrs:
                 raise FieldFileError(f"{p}: missing required attribute '{key}'")
@@ -178,15 +174,15 @@ class FieldFile:
                 raise FieldFileError(f"{p}: missing required dataset '/{name}'")
         grid = None
         if "density" in f:
-            shape = f["density"].shape
-            if len(shape) != 3 or len(set(shape)) != 1:
+            shape = check_dataset(f, "density", p, 3, "(N, N, N)").shape
+            if len(set(shape)) != 1:
                 raise FieldFileError(f"{p}: /density must be (N, N, N), got {shape}")
             grid = shape[0]
         n_bins = 0
         edges = None
         if "halos" in f:
-            shape = f["halos"].shape
-            if len(shape) != 4 or len(set(shape[1:])) != 1:
+            shape = check_dataset(f, "halos", p, 4, "(n_bins, N, N, N)").shape
+            if len(set(shape[1:])) != 1 or shape[0] < 1:
                 raise FieldFileError(f"{p}: /halos must be (n_bins, N, N, N), got {shape}")
             if grid is not None and shape[1] != grid:
                 raise FieldFileError(f"{p}: /halos grid {shape[1]} differs from /density grid {grid}")
@@ -194,20 +190,23 @@ class FieldFile:
             n_bins = shape[0]
             if "mass_bin_edges" not in f.attrs:
                 raise FieldFileError(f"{p}: /halos present but attribute 'mass_bin_edges' missing")
-            edges = np.asarray(f.attrs["mass_bin_edges"], dtype=np.float64)
+            try:
+                edges = np.asarray(f.attrs["mass_bin_edges"], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise FieldFileError(f"{p}: mass_bin_edges must be numbers [M☉/h]") from None
             if edges.shape != (n_bins + 1,):
                 raise FieldFileError(f"{p}: mass_bin_edges has {edges.size} entries for {n_bins} bins")
+            if not np.all(np.isfinite(edges)) or np.any(edges <= 0) or np.any(np.diff(edges) <= 0):
+                raise FieldFileError(f"{p}: mass_bin_edges must be increasing positive masses, got {edges.tolist()}")
         if grid is None:
             raise FieldFileError(f"{p}: holds neither /density nor /halos")
-        box = float(f.attrs["box_size"])
-        if not np.isfinite(box) or box <= 0:
-            raise FieldFileError(f"{p}: box_size must be positive, got {box}")
-        try:
-            cosmo = Cosmology.from_json(str(f.attrs["cosmology"]))
-        except (ValueError, TypeError) as exc:
-            raise FieldFileError(f"{p}: cosmology attribute is not valid JSON cosmology ({exc})") from None
+        if grid < 1:
+            raise FieldFileError(f"{p}: empty grid (shape 0)")
+        box = scalar_attr(f.attrs, "box_size", p, positive=True)
+        redshift = scalar_attr(f.attrs, "redshift", p, minimum=0.0)
+        cosmo = cosmology_from_attr(f.attrs["cosmology"], p)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        return FieldInfo(path=p, grid=int(grid), box_size=box, redshift=float(f.attrs["redshift"]),
+        return FieldInfo(path=p, grid=int(grid), box_size=box, redshift=redshift,
                          cosmology=cosmo, mass_bin_edges=edges, has_density="density" in f,
                          has_halos="halos" in f, n_bins=n_bins, attrs=attrs)
 
@@ -279,9 +278,10 @@ def file_provenance(path: str, attrs: dict) -> dict:
 # ------------------------------------------------------------------------- per-rank parts + master
 
 def parts_dir(out: str | os.PathLike) -> Path:
-    """Where the per-rank part files of OUT live: OUT.h5 → OUT.parts/ (next to it)."""
+    """Where the per-rank part files of OUT live: OUT.parts/ next to it, named from the whole output name
+    (x.h5 → x.h5.parts/, x.hdf5 → x.hdf5.parts/: two outputs never share a part folder)."""
     out = Path(out)
-    return out.with_name(out.stem + ".parts") if out.suffix else out.with_name(out.name + ".parts")
+    return out.with_name(out.name + ".parts")
 
 
 def part_path(out: str | os.PathLike, rank: int) -> Path:

@@ -25,6 +25,7 @@ from halopaint.config import Cosmology, DensityRecipe
 from halopaint.errors import HalopaintError
 from halopaint.fields import atomic_path
 from halopaint.kernels.reference import GeneratorSpec, generator_forward
+from halopaint.validation import ValidationError, check_bundle_metadata
 
 BUNDLE_FORMAT = "halopaint-model-bundle"
 BUNDLE_VERSION = 1
@@ -204,8 +205,12 @@ class ModelBundle:
             spec = GeneratorSpec.from_dict(json.loads(payload["spec"]))
             metadata = BundleMetadata.from_json(payload["metadata"])
             generators = list(payload["generators"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelBundleError(f"{path}: corrupt bundle metadata ({exc})") from None
+        try:
+            check_bundle_metadata(metadata, str(path))
+        except ValidationError as exc:
+            raise ModelBundleError(str(exc)) from None
         if payload.get("ghost_width") != spec.ghost_width:
             raise ModelBundleError(f"{path}: ghost width {payload.get('ghost_width')} disagrees with the architecture")
         if len(generators) != len(metadata.mass_bin_edges) - 1 or not generators:

@@ -4,7 +4,7 @@
 # Environment: MODEL (default: the shipped model), MAX_MEMORY per rank (default 4GiB),
 #              HALOPAINT_VENV (default .venv of this checkout), MPIEXEC (default mpiexec).
 # Example:     MODEL=model.pt bash jobs/paint_local.sh box.h5 painted.h5 2 --mass-bins 0-1
-# Output:      OUT.h5 (virtual master) + OUT.parts/rank-RRRR.h5 next to it; keep them together.
+# Output:      OUT.h5 (virtual master) + OUT.h5.parts/rank-RRRR.h5 next to it; keep them together.
 # A killed run continues where it stopped with the same command plus --resume.
 set -euo pipefail
 if [ $# -lt 2 ]; then

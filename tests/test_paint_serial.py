@@ -66,7 +66,7 @@ def test_single_rank_equals_whole_box_paint(box, tmp_path, tile):
 
 def test_output_is_a_virtual_master_over_part_files_with_provenance(box, tmp_path):
     out = run_paint(box, tmp_path / "painted.h5", mass_bins=(1,), tile=(20, 61, 61))
-    assert (tmp_path / "painted.parts" / "rank-0000.h5").exists()
+    assert (tmp_path / "painted.h5.parts" / "rank-0000.h5").exists()
     with h5py.File(out, "r") as f:
         assert f["halos"].is_virtual and f["halos"].shape == (1, N, N, N)
         attrs = dict(f.attrs)
@@ -81,7 +81,7 @@ def test_output_is_a_virtual_master_over_part_files_with_provenance(box, tmp_pat
     moved = tmp_path / "moved"
     moved.mkdir()
     shutil.move(out, moved / "painted.h5")
-    shutil.move(str(tmp_path / "painted.parts"), moved / "painted.parts")
+    shutil.move(str(tmp_path / "painted.h5.parts"), moved / "painted.h5.parts")
     cwd = os.getcwd()
     try:
         os.chdir("/")
@@ -109,11 +109,17 @@ def test_resume_reuses_finished_tiles_and_is_bit_equal(box, tmp_path):
     assert info.attrs["tiles_reused"] == 6
 
 
-def test_resume_with_a_different_plan_is_refused(box, tmp_path):
+def test_resume_with_a_different_plan_is_refused_and_touches_nothing(box, tmp_path):
+    """Issue 21: a refused --resume used to delete the existing complete output; now no file is touched."""
+    from halopaint.fields import file_sha256
     out = run_paint(box, tmp_path / "o.h5", tile=(31, 61, 61), mass_bins=(0,))
+    files = [out, *sorted(str(p) for p in parts_dir(out).iterdir())]
+    before = {f: file_sha256(f) for f in files}
     with pytest.raises(PaintError, match="different plan"):
         run_paint(box, out, tile=(30, 61, 61), mass_bins=(0,), resume=True)
-    assert not os.path.exists(out)
+    assert {f: file_sha256(f) for f in files} == before
+    with FieldFile(out) as f:                      # still complete and readable
+        assert f.read_halos().shape == (1, N, N, N)
 
 
 def test_mismatch_is_refused_unless_allowed(box, tmp_path):
@@ -189,7 +195,7 @@ def test_every_bad_input_is_one_clear_error_and_writes_nothing(box, tmp_path):
 def test_unwritable_output_is_refused_before_work(box, tmp_path):
     with pytest.raises(HalopaintError, match="does not exist"):
         run_paint(box, tmp_path / "no" / "such" / "dir.h5")
-    with pytest.raises(HalopaintError, match="is the input file"):
+    with pytest.raises(HalopaintError, match="would overwrite the input"):
         run_paint(box, box["density"])
     assert os.path.exists(box["density"])
     (tmp_path / "adir.h5").mkdir()

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from halopaint.cli import main
-from halopaint.simulate import FAIL_HOOK_ENV
+from halopaint.simulation import FAIL_HOOK_ENV
 
 MPIEXEC = shutil.which("mpiexec")
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
@@ -75,9 +75,9 @@ def test_a_rank_failing_mid_run_leaves_no_complete_file(tmp_path):
     assert res.returncode != 0
     assert "rank 1 fails" in res.stderr
     assert not out.exists()
-    parts = tmp_path / "x.parts"
+    parts = tmp_path / "x.h5.parts"
     assert not parts.exists() or list(parts.iterdir()) == []
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "x.parts"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("x.h5.parts", "x.h5.lock")]
     assert leftovers == []
 
 
@@ -90,7 +90,7 @@ def test_distributed_cli_run_writes_parts_and_a_complete_master(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["complete"] and f["density"].is_virtual and f["velocity"].shape == (3, 16, 16, 16)
         assert len(f.attrs["peak_rss_bytes"]) == 3
-    assert sorted(p.name for p in (tmp_path / "x.parts").iterdir()) == [f"rank-{r:04d}.h5" for r in range(3)]
+    assert sorted(p.name for p in (tmp_path / "x.h5.parts").iterdir()) == [f"rank-{r:04d}.h5" for r in range(3)]
 
 
 def test_dry_run_2048_on_64_ranks_writes_nothing(tmp_path, capsys):

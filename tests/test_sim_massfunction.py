@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from halopaint.config import SimulateConfig
-from halopaint.simulate import run_nbody
+from halopaint.simulation import run_nbody
 from halopaint.sim.cosmology import T_CMB, LinearCosmology
 from halopaint.sim.massfunction import mass_function
 

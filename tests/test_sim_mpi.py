@@ -18,7 +18,7 @@ import pytest
 from conftest import mpi_shared_dir, random_bundle
 from halopaint.config import PaintConfig, SimulateConfig
 from halopaint.fields import FieldFile, parts_dir
-from halopaint.simulate import simulate
+from halopaint.simulation import simulate
 
 pytestmark = pytest.mark.mpi(min_size=2)
 N, BOX = 21, 84.0

@@ -14,9 +14,9 @@ import pytest
 from halopaint.cli import main
 from halopaint.config import DensityRecipe, SimulateConfig
 from halopaint.errors import HalopaintError
-from halopaint.simulate import run_nbody
+from halopaint.simulation import run_nbody
 from halopaint.fields import FieldFile, read_info
-from halopaint.simulate import simulate, validate_config
+from halopaint.simulation import simulate, validate_config
 
 SMALL = ["--grid", "8", "--box", "64", "--particles-per-side", "16", "--pm-steps", "4"]
 
@@ -99,9 +99,9 @@ def test_lpt_only_has_the_same_density_and_no_halos(small_runs):
     (["--pm-steps", "0"], "--pm-steps"),
     (["--lpt-particles-per-voxel", "0"], "lpt-particles-per-voxel"),
     (["--redshift", "-0.5"], "redshift"),
-    (["--omega-b", "0.5"], "Omega_b"),
+    (["--omega-b", "0.5"], "omega-b"),
     (["--sigma8", "-1"], "sigma8"),
-    (["--grid", "8192", "--lpt-only"], "GiB"),
+    (["--grid", "4096", "--box", "16384", "--lpt-only"], "GiB"),
     (["--particles-per-side", "4096"], "GiB"),
 ])
 def test_bad_input_one_line_error_and_no_file(tmp_path, capsys, argv, message):

@@ -18,7 +18,7 @@ from halopaint.analysis.spectra import power_spectrum
 from halopaint.config import Cosmology, SimulateConfig
 from halopaint.errors import HalopaintError
 from halopaint.sim.cosmology import T_CMB
-from halopaint.simulate import simulate
+from halopaint.simulation import simulate
 
 colossus = pytest.importorskip("colossus.cosmology.cosmology")
 

@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=d.model, help="model bundle file, or 'default' for the shipped model")
     p.add_argument("--density", default=d.density, help="input field file with /density (N, N, N) ρ/ρ̄")
     p.add_argument("--out", default=d.out,
-                   help="output field file; its per-rank parts go to OUT-stem.parts/ next to it")
+                   help="output field file; its per-rank parts go to OUT.parts/ next to it")
     p.add_argument("--mass-bins", default="all", help="all (default), or a contiguous selection: 2, 0,1, 1-3")
     mem = f"{d.max_memory_bytes / 2**30:g}GiB"
     p.add_argument("--max-memory", default=mem,

@@ -85,21 +85,31 @@ def run(args: argparse.Namespace) -> int:
     from halopaint.log import get_logger
     if args.ranks is not None and not args.dry_run:
         raise HalopaintError("--ranks only plans (use it with --dry-run)")
+    from halopaint.validation import OutputLock, validate_simulate_config
     config = config_from_args(args)
+    validate_simulate_config(config)                            # physical ranges, with the range in the message
     if config.dry_run:
         from halopaint.launch import discover
-        from halopaint.simulate import dry_run
+        from halopaint.simulation import dry_run
         info = discover()
         text = dry_run(config, config.plan_ranks or info.world_size)
         if info.rank == 0:
             print(text)
         return 0
-    from halopaint.simulate import simulate
+    from halopaint.fields import check_writable
+    from halopaint.launch import discover
+    check_writable(config.out)
+    lock = OutputLock(config.out, "halopaint simulate")         # a second run on the same --out is refused
+    if discover().rank == 0:                                    # the writing rank holds the output's lock
+        lock.acquire()
+    from halopaint.simulation import simulate
     try:
         paths = simulate(config, quiet=args.quiet)
     except MemoryError:
         raise HalopaintError(f"out of memory simulating grid {config.grid} with "
                              f"{config.n_particles_side}³ particles; use a smaller --grid or "
                              "--particles-per-side, or more ranks") from None
+    finally:
+        lock.release()
     get_logger(__name__).debug(f"wrote {paths}")
     return 0

@@ -65,9 +65,30 @@ def config_from_args(args) -> SpectraConfig:
         output_format=args.output_format, figures=not args.no_figures, progress=not args.quiet)
 
 
+def validate(cfg: SpectraConfig) -> None:
+    """halopaint.validation for spectra: --out a new or writable directory that is not the inputs' own,
+    every input a valid field file, halo counts finite and ≥ 0, the density a finite ρ/ρ̄ (mean 1)."""
+    from halopaint.fields import FieldFile, read_info
+    from halopaint.validation import check_counts_file, check_density_stats, check_output_dir, scan_density
+    for path, require in ((cfg.predicted, "halos"), (cfg.reference, "halos"), (cfg.density, "density")):
+        if path:
+            read_info(path, require=(require,))
+    check_output_dir(cfg.out, [p for p in (cfg.predicted, cfg.reference, cfg.density) if p])
+    for path in (cfg.predicted, cfg.reference):
+        if path:
+            check_counts_file(path)
+    if cfg.density:
+        with FieldFile(cfg.density, require=("density",)) as f:
+            check_density_stats(scan_density(f.h5["density"], 0, f.info.grid, cfg.chunk_planes), cfg.density)
+
+
 def run(args) -> int:
     from halopaint.analysis import report
-    summary = report.run(config_from_args(args))
+    from halopaint.validation import OutputLock
+    cfg = config_from_args(args)
+    validate(cfg)
+    with OutputLock(cfg.out, "halopaint spectra"):
+        summary = report.run(cfg)
     for name, path in summary["files"].items():
         print(f"{name}: {path}")
     return 0

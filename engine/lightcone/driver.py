@@ -10,6 +10,7 @@ rank 0 when a FITS catalogue is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 from halopaint.config import LightconeConfig
 from halopaint.decomposition import SlabPlan
 from halopaint.errors import HalopaintError
-from halopaint.fields import FieldFile, atomic_h5, atomic_path, check_writable, file_provenance, standard_attrs
+from halopaint.fields import (FieldFile, atomic_h5, atomic_path, check_writable, file_provenance, parts_dir,
+                              standard_attrs)
 from halopaint.lightcone.catalogue import (CATALOGUE_COLUMNS, COLUMN_DTYPES, COLUMN_UNITS, SnapshotCatalogue,
                                            VelocitySlab, catalogue_plane, concatenate, empty_columns)
 from halopaint.lightcone.geometry import DistanceRedshift, Geometry, plan_shells, replicas, subsample_offsets
@@ -28,14 +30,10 @@ from halopaint.lightcone.inputs import LightconeError, healpy_module, validate_i
 from halopaint.lightcone.maps import MapAccumulator, map_plane, plot_maps, reduce_maps, write_fits_maps
 from halopaint.log import get_logger
 from halopaint.sim.cosmology import LinearCosmology
+from halopaint.validation import (CountStats, OutputLock, check_count_stats, check_output_not_input,
+                                  interruption_point, lock_path)
 
 log = get_logger(__name__)
-
-
-def parts_dir(out: str | os.PathLike) -> Path:
-    """OUT → OUT.parts/ beside it (named from the whole output name, so lc.h5 and lc.hdf5 never share)."""
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
 
 
 def _comm():
@@ -57,8 +55,25 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
         n_bins = snapshots[0].info.n_bins
         bins = tuple(range(n_bins)) if cfg.mass_bins is None else tuple(cfg.mass_bins)
         validate_options(cfg, hp, len(bins))
+        check_output_not_input([cfg.out, Path(cfg.out).with_suffix(".png") if cfg.figure else None,
+                                lock_path(cfg.out)], [*cfg.inputs, *cfg.densities])
     except HalopaintError as exc:              # unreadable or foreign files: every rank sees the same
         raise LightconeError(str(exc)) from None
+    with contextlib.ExitStack() as held:
+        err = None
+        if rank == 0:                          # rank 0 writes the output: it holds the lock
+            try:
+                held.enter_context(OutputLock(cfg.out, f"halopaint lightcone on {size} ranks"))
+            except HalopaintError as exc:
+                err = str(exc)
+        err = comm.bcast(err, root=0) if comm is not None else err
+        if err:
+            raise LightconeError(err)
+        return _build(cfg, snapshots, bins, comm, rank, size, hp, t0, progress)
+
+
+def _build(cfg: LightconeConfig, snapshots, bins, comm, rank: int, size: int, hp, t0: float,
+           progress: bool) -> dict | None:
     first = snapshots[0].info
     z_top = max(cfg.z_edges) if cfg.z_edges is not None else cfg.z_max
     dist = DistanceRedshift(first.cosmology, max(z_top, 1e-6) * 1.001)
@@ -71,6 +86,8 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     columns = empty_columns()
     dispersion = _dispersion(cfg, len(bins))
     linear = LinearCosmology(first.cosmology)
+    scans: dict[str, CountStats] = {}          # per input: the counts this rank read (refused collectively)
+    done = 0
     for index, snap in enumerate(snapshots):
         active = plan.snapshot == index
         if not active.any():
@@ -85,15 +102,19 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
             for p0 in range(x0, x1, cfg.planes_per_read):
                 p1 = min(p0 + cfg.planes_per_read, x1)
                 field = f.read_halos(bins, p0, p1)
-                if not snap.integer_counts and (field < 0).any():
-                    raise LightconeError(f"{snap.info.path}: /halos has negative expected counts "
-                                         f"(x-planes {p0}–{p1}); a painted field is ≥ 0")
+                stats = scans.setdefault(snap.info.path, CountStats())
+                stats.add(field)
+                if stats.nonfinite or stats.negative:
+                    break                      # refused below, after every rank has agreed
                 for j, plane in enumerate(range(p0, p1)):
                     map_plane(geo, acc, field[:, j], plane, reps, active, offsets, hp)
                     if cat is not None:
                         catalogue_plane(geo, dist, field[:, j], plane, reps, active, cat, cfg.seed, columns)
+                done += p1 - p0
+                interruption_point("lightcone", done, rank)
                 if progress:
                     log.info(f"snapshot {index} (z = {snap.redshift:g}): planes {p1 - x0}/{x1 - x0} of rank {rank}")
+    _agree_counts(scans, comm)
     acc.flush()
     maps = reduce_maps(acc.maps, comm)
     local = concatenate(columns) if cfg.catalogue else None
@@ -111,6 +132,24 @@ def build(cfg: LightconeConfig, comm=None, progress: bool = True) -> dict | None
     if cfg.figure:
         summary["figure"] = plot_maps(maps, plan, Path(cfg.out).with_suffix(".png"), hp)
     return summary
+
+
+def _agree_counts(scans: dict, comm) -> None:
+    """Merge every rank's count scans; refuse (collectively) counts that are negative or non-finite."""
+    local = {path: st.as_tuple() for path, st in scans.items()}
+    parts = comm.allgather(local) if comm is not None else [local]
+    for path in sorted({p for part in parts for p in part}):
+        merged = CountStats()
+        for part in parts:
+            if path in part:
+                nf, neg, mn = part[path]
+                merged.nonfinite += nf
+                merged.negative += neg
+                merged.minimum = min(merged.minimum, mn)
+        try:
+            check_count_stats(merged, path)
+        except HalopaintError as exc:
+            raise LightconeError(str(exc)) from None
 
 
 def _dispersion(cfg: LightconeConfig, n_sel: int) -> np.ndarray:

@@ -10,7 +10,7 @@ split over the ranks of a `SlabFFT`: spectra are y-slabs (n, ny, n//2+1) complex
 
 Memory per rank, in units of one complex64 slab C ≈ 4 B per lattice site / R: `potential_2lpt` holds
 φ̂1 + one transposed scratch + the real source (≈ 3C); `Displacements` holds four x-slabs (4C, 5C while
-they are made) — the peak of the simulator, see halopaint.simulate.lpt_plan_bytes.
+they are made) — the peak of the simulator, see halopaint.simulation.lpt_plan_bytes.
 """
 
 from __future__ import annotations

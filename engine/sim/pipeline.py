@@ -1,4 +1,4 @@
-"""The simulator's physics, stage by stage (no files: halopaint.simulate drives it and writes the output).
+"""The simulator's physics, stage by stage (no files: halopaint.simulation drives it and writes the output).
 
 - `LptFields`: white noise → δ_L → φ1, φ2 → ψ1, ψ2 on the (r·N)³ lattice, once; then `at(a)` for any
   number of scale factors → this rank's x-slab of `/density` (ρ/ρ̄, CIC of the displaced lattice) and

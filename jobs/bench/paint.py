@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                       f"split {json.dumps({k: round(v, 1) for k, v in rec['split_s'].items()})}", file=sys.stderr)
                 if not a.keep:
                     out.unlink(missing_ok=True)
-                    shutil.rmtree(work / f"painted-{n}-R{r}.parts", ignore_errors=True)
+                    shutil.rmtree(work / f"painted-{n}-R{r}.h5.parts", ignore_errors=True)
             walls = [x["wall_s"] for x in runs]
             best = sorted(runs, key=lambda x: x["wall_s"])[len(runs) // 2]
             best["wall_repeats_s"] = walls
