@@ -373,15 +373,21 @@ def _same_path(a, b) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _resolve_count_model(cfg: SampleConfig, info: FieldInfo, meta: dict) -> tuple[CountModel | None, str]:
+def _resolve_count_model(cfg: SampleConfig, meta: dict, warnings: list[str]) -> tuple[CountModel | None, str]:
     """The count model (full bundle bin indexing) and a description of its source."""
     if cfg.model == "auto":
         cm = meta.get("count_model")
         return (None if cm is None else CountModel.from_dict(cm)), "painted file's model_metadata"
     bundle = ModelBundle.load(cfg.model)
-    if not np.allclose(bundle.metadata.mass_bin_edges, meta["mass_bin_edges"], rtol=1e-9):
+    ours, theirs = np.asarray(bundle.metadata.mass_bin_edges), np.asarray(meta["mass_bin_edges"])
+    if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-9):
         raise SampleError(f"--model {cfg.model}: its mass bins differ from those of the model that painted "
                           f"{cfg.painted}")
+    mine = json.loads(bundle.metadata.to_json())
+    mine.pop("count_model", None)
+    if mine != {k: v for k, v in meta.items() if k != "count_model"}:
+        warnings.append(f"--model {cfg.model}: its metadata differ from those of the model that painted "
+                        f"{cfg.painted}")
     return bundle.metadata.count_model, f"{resolve_model_path(cfg.model)}"
 
 
@@ -423,8 +429,8 @@ def _prepare(cfg: SampleConfig) -> _Setup:
         raise SampleError(f"--mass-bins {','.join(map(str, bins))} is not a contiguous range")
     file_bins = [painted_bins.index(b) for b in bins]
     edges = np.asarray(info.mass_bin_edges[file_bins[0]:file_bins[-1] + 2], np.float64)
-    cm, source = _resolve_count_model(cfg, info, meta)
-    warnings = []
+    warnings: list[str] = []
+    cm, source = _resolve_count_model(cfg, meta, warnings)
     if cm is None and not cfg.poisson:
         raise SampleError(f"the model of {cfg.painted} has no count model ({source}); pass --model BUNDLE with "
                           "one (e.g. --model default), or --poisson for a Poisson draw")
