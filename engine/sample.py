@@ -251,8 +251,8 @@ def catalogue_plane(counts: np.ndarray, plane: int, seed: int, count_model: Coun
         rng = plane_rng(seed, STREAM_CATALOGUE, b, plane)
         u = rng.random((m, 3))
         iy, iz = np.divmod(voxel, n)
-        pos = np.stack([plane + u[:, 0], iy + u[:, 1], iz + u[:, 2]], axis=1) * h
-        pos = np.minimum(pos, np.nextafter(box_size, 0.0))
+        cell = np.stack([np.full(m, plane), iy, iz], axis=1)
+        pos = float32_inside_voxel((cell + u) * h, cell, n, box_size)
         beta = count_model.mass_slope[b]
         mass = sample_masses(m, float(edges[i]), float(edges[i + 1]), beta, rng)
         vel = np.zeros((m, 3))
@@ -261,7 +261,7 @@ def catalogue_plane(counts: np.ndarray, plane: int, seed: int, count_model: Coun
         sigma = 0.0 if count_model.velocity_dispersion is None else count_model.velocity_dispersion[b]
         if sigma > 0:
             vel += sigma * rng.standard_normal((m, 3))
-        cols["pos"].append(pos.astype(np.float32))
+        cols["pos"].append(pos)
         cols["vel"].append(vel.astype(np.float32))
         cols["mass"].append(mass)
         cols["mass_bin"].append(np.full(m, b, np.int16))
@@ -270,6 +270,20 @@ def catalogue_plane(counts: np.ndarray, plane: int, seed: int, count_model: Coun
         empty = np.zeros((0, width) if width else (0,), dtype)
         out[k] = np.concatenate(cols[k]).astype(dtype) if cols[k] else empty
     return out
+
+
+def float32_inside_voxel(pos: np.ndarray, cell: np.ndarray, n: int, box_size: float) -> np.ndarray:
+    """pos (m, 3) float64 [Mpc/h] as float32, nudged by single ulps so that floor(pos·N/L) == cell still
+    holds after rounding (a float32 position can otherwise round onto the next voxel's edge)."""
+    p = pos.astype(np.float32)
+    for _ in range(4):
+        got = np.floor(p.astype(np.float64) * (n / box_size)).astype(np.int64)
+        high, low = got > cell, got < cell
+        if not (high.any() or low.any()):
+            return p
+        p[high] = np.nextafter(p[high], np.float32(-np.inf))
+        p[low] = np.nextafter(p[low], np.float32(np.inf))
+    raise AssertionError("float32_inside_voxel did not converge")
 
 
 def voxel_counts(pos: np.ndarray, mass_bin: np.ndarray, bins, grid: int, box_size: float) -> np.ndarray:

@@ -340,3 +340,16 @@ def test_paint_then_sample_uses_the_bundles_count_model(tmp_path):
     with FieldFile(tmp_path / "p.h5") as p, FieldFile(tmp_path / "r.h5") as r:
         np.testing.assert_array_equal(np.asarray(r.h5["halos"]), sample_counts(p.read_halos(), 0, cm))
         assert "model_metadata" in r.info.attrs["count_model_source"]
+
+
+def test_float32_positions_never_leave_their_voxel():
+    """Offsets u just below 1 round onto the next voxel's edge in float32 unless nudged back."""
+    from halopaint.sample import float32_inside_voxel
+    n, box = 64, 256.0
+    cell = np.array([[63, 10, 0], [5, 5, 5], [31, 62, 1]])
+    u = np.array([[1 - 1e-9, 1 - 1e-9, 1 - 1e-9], [0.0, 1 - 1e-12, 0.5], [1 - 2e-8, 0.0, 1 - 1e-10]])
+    naive = ((cell + u) * (box / n)).astype(np.float32)
+    assert (np.floor(naive.astype(np.float64) * n / box) != cell).any()
+    p = float32_inside_voxel((cell + u) * (box / n), cell, n, box)
+    assert p.dtype == np.float32 and (np.floor(p.astype(np.float64) * n / box) == cell).all()
+    assert p.max() < box
