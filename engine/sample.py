@@ -637,7 +637,7 @@ def sample(cfg: SampleConfig, comm=None) -> dict:
     except (HalopaintError, ValueError) as exc:
         err = str(exc)
     _agree(comm, err)
-    for w in s.warnings:
+    for w in s.warnings if rank == 0 else ():
         log.warning(w)
     out, pdir = Path(cfg.out), realization_parts_dir(cfg.out)
     err = None

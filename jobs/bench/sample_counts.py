@@ -58,7 +58,48 @@ def main(argv=None) -> int:
             m, s = r.mean(axis=0), r.std(axis=0)
             cells.append(f"{m[0]:.3f} ± {s[0]:.3f}, {m[1]:.3f} ± {s[1]:.3f}")
         print(f"| {b} | " + " | ".join(cells) + " |")
+    if bundle.metadata.count_model.mass_slope is not None:
+        mass_table(args.truth, bundle)
     return 0
+
+
+def mass_table(truth: str, bundle: ModelBundle) -> None:
+    """Catalogue mass law per bin: the fitted β against the truth box's own MLE β, the mean mass of the law
+    against the truth's FoF halos, and (if colossus is installed) Watson et al. 2013's log-slope."""
+    from halopaint.sample import fit_mass_slope, sample_masses
+    with FieldFile(truth) as f:
+        if "catalog" not in f.h5:
+            return
+        mass, cosmo, z = np.asarray(f.h5["catalog"]["mass"], np.float64), f.info.cosmology, f.info.redshift
+    edges, beta = bundle.metadata.mass_bin_edges, bundle.metadata.count_model.mass_slope
+    watson = _watson_slopes(edges, cosmo, z)
+    print("\n| bin | fitted β (training) | β of this box's FoF halos | Watson13 log-slope | mean M law / FoF |")
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for b in range(len(beta)):
+        lo, hi = edges[b], edges[b + 1]
+        sel = mass[(mass >= lo) & (mass < hi)]
+        law = sample_masses(200_000, lo, hi, beta[b], rng).mean()
+        w = "n/a" if watson is None else f"{watson[b]:.3f}"
+        print(f"| {b} | {beta[b]:.3f} | {fit_mass_slope(sel, lo, hi):.3f} ({sel.size} halos) | {w} | "
+              f"{law / sel.mean():.4f} |")
+
+
+def _watson_slopes(edges, cosmo, z):
+    """Mean −dln(dn/dlnM)/dlnM over each bin from colossus's Watson13 FoF fit (None without colossus)."""
+    try:
+        from colossus.cosmology import cosmology
+        from colossus.lss import mass_function
+    except ImportError:
+        return None
+    cosmology.setCosmology("halopaint", flat=True, H0=100 * cosmo.h, Om0=cosmo.Omega_m, Ob0=cosmo.Omega_b,
+                           sigma8=cosmo.sigma8, ns=cosmo.n_s)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = np.geomspace(lo, hi, 33)
+        dn = mass_function.massFunction(m, z, mdef="fof", model="watson13", q_out="dndlnM")
+        out.append(float(-np.polyfit(np.log(m), np.log(dn), 1)[0]))
+    return out
 
 
 if __name__ == "__main__":
