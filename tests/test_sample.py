@@ -23,7 +23,9 @@ from halopaint.model import BundleMetadata, CountModel, ModelBundle, ModelBundle
 from halopaint.sample import (SampleConfig, catalogue_plane, draw_counts, fit_count_law, fit_mass_slope,
                               fit_velocity_dispersion, poisson_count_model, realization_parts_dir, sample,
                               sample_counts, sample_masses, slab_cic_readout, voxel_counts)
-from halopaint.sim.grids import cic_readout
+# the numpy reference of the numba kernel: no numba thread pool in this process (it changes torch's last bits
+# in later in-process paint tests)
+from halopaint.sim.grids import cic_readout_numpy as cic_readout
 
 EDGES = [1e12, 3e12, 1e13, 3e13]
 
