@@ -429,12 +429,18 @@ def _prepare(cfg: SampleConfig) -> _Setup:
     check_writable(cfg.out)
     try:
         meta = json.loads(str(info.attrs["model_metadata"]))
-    except ValueError:
-        raise SampleError(f"{cfg.painted}: model_metadata attribute is not JSON") from None
+        model_edges = np.asarray(meta["mass_bin_edges"], np.float64)
+    except (ValueError, KeyError, TypeError):
+        raise SampleError(f"{cfg.painted}: model_metadata attribute is not a model's metadata (JSON with "
+                          "mass_bin_edges)") from None
     painted_bins = [int(b) for b in np.atleast_1d(info.attrs.get("painted_mass_bins", range(info.n_bins)))]
     if len(painted_bins) != info.n_bins:
         raise SampleError(f"{cfg.painted}: painted_mass_bins lists {len(painted_bins)} bins, /halos has "
                           f"{info.n_bins}")
+    if max(painted_bins) + 2 > model_edges.size or min(painted_bins) < 0 or not np.allclose(
+            model_edges[painted_bins[0]:painted_bins[-1] + 2], info.mass_bin_edges, rtol=1e-9):
+        raise SampleError(f"{cfg.painted}: its mass_bin_edges are not the painting model's bins "
+                          f"{painted_bins}")
     bins = painted_bins if cfg.mass_bins is None else sorted(set(cfg.mass_bins))
     for b in bins:
         if b not in painted_bins:
@@ -448,11 +454,10 @@ def _prepare(cfg: SampleConfig) -> _Setup:
     if cm is None and not cfg.poisson:
         raise SampleError(f"the model of {cfg.painted} has no count model ({source}); pass --model BUNDLE with "
                           "one (e.g. --model default), or --poisson for a Poisson draw")
-    if cm is not None and cm.n_bins != len(meta["mass_bin_edges"]) - 1:
-        raise SampleError(f"count model ({source}) has {cm.n_bins} bins, the painting model "
-                          f"{len(meta['mass_bin_edges']) - 1}")
+    if cm is not None and cm.n_bins != model_edges.size - 1:
+        raise SampleError(f"count model ({source}) has {cm.n_bins} bins, the painting model {model_edges.size - 1}")
     if cfg.poisson:
-        base = cm or poisson_count_model(len(meta["mass_bin_edges"]) - 1)
+        base = cm or poisson_count_model(model_edges.size - 1)
         cm = CountModel(alpha=[[0.0]] * base.n_bins, mu_breaks=[[]] * base.n_bins, mass_slope=base.mass_slope,
                         velocity_dispersion=base.velocity_dispersion, generator_sha256=base.generator_sha256,
                         provenance={"law": "Poisson (--poisson)", "catalogue_parts_from": base.provenance})

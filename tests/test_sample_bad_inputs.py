@@ -62,6 +62,12 @@ def files(tmp_path_factory):
         h.write("keep me")
     assert main(["sample", f["painted"], "--out", str(d / "real.h5"), "--seed", "1"]) == 0
     f["realization"] = str(d / "real.h5")
+    f["badmeta"] = write_painted(d / "badmeta.h5", mu, cm)
+    with h5py.File(f["badmeta"], "r+") as h:
+        h.attrs["model_metadata"] = '{"voxel_size": 4.0}'
+    f["otheredges"] = write_painted(d / "otheredges.h5", mu, cm)
+    with h5py.File(f["otheredges"], "r+") as h:
+        h.attrs["mass_bin_edges"] = np.asarray([1e11, 1e12, 1e13, 1e14])
     random_bundle(n_bins=2, seed=0).save(d / "twobins.pt")
     f["twobins"] = str(d / "twobins.pt")
     return f
@@ -81,6 +87,8 @@ CASES = [
     ("--out is the density", "{painted} --out {density} --seed 1 --density {density} --catalogue --force",
      "is the density file"),
     ("a realization as input", "{realization} --out {out} --seed 1", "already an integer realization"),
+    ("model_metadata without bins", "{badmeta} --out {out} --seed 1", "not a model's metadata"),
+    ("file bins not the model's", "{otheredges} --out {out} --seed 1", "not the painting model's bins"),
     ("no count model", "{nocm} --out {out} --seed 1", "has no count model"),
     ("bundle with other bins", "{painted} --out {out} --seed 1 --model {twobins}", "mass bins differ"),
     ("bin not painted", "{painted} --out {out} --seed 1 --mass-bins 5", "bin 5 is not in"),
