@@ -667,8 +667,14 @@ def sample(cfg: SampleConfig, comm=None) -> dict:
     except OSError as exc:
         err = f"cannot write {path}: {exc}"
     errors = comm.allgather(err)
-    if any(errors):
+    if any(errors):                                       # leave nothing behind: no part, no parts dir
         path.unlink(missing_ok=True)
+        comm.Barrier()
+        if rank == 0:
+            try:
+                pdir.rmdir()
+            except OSError:
+                pass
         _agree(comm, next(e for e in errors if e))
     reports = comm.gather(report, root=0)
     err, summary = None, None
