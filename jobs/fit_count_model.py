@@ -9,7 +9,8 @@ piecewise constant over K ranges of μ). `--mu-ranges auto` chooses K in {1, 2, 
 cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
 of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
-/velocity and /catalog/vel, the per-bin velocity dispersion. Use training boxes only. Everything, with
+/catalog/vel and a velocity field, the per-bin velocity dispersion about /lpt_velocity (the 2LPT field a
+production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity). Use training boxes only. Everything, with
 the files' SHA-256, goes to metadata.count_model.provenance; the generators are untouched (checked: the
 new bundle paints bit-identically). Written atomically and loaded back.
 """
@@ -52,9 +53,12 @@ def load_boxes(bundle: ModelBundle, paths: list[str]) -> list[dict]:
                        provenance=file_provenance(path, info.attrs))
             cat = f.h5.get("catalog")
             box["mass"] = None if cat is None else np.asarray(cat["mass"], np.float64)
-            if cat is not None and "vel" in cat and "velocity" in f.h5:
+            # the field the catalogue adds the dispersion to at run time is a production (--lpt-only) density
+            # file's /velocity: the 2LPT particles' velocity, kept by a full run as /lpt_velocity
+            field = "lpt_velocity" if "lpt_velocity" in f.h5 else "velocity"
+            if cat is not None and "vel" in cat and field in f.h5:
                 box.update(pos=np.asarray(cat["pos"], np.float64), vel=np.asarray(cat["vel"], np.float64),
-                           velocity=np.asarray(f.h5["velocity"], np.float32))
+                           velocity=np.asarray(f.h5[field], np.float32), velocity_field=field)
         boxes.append(box)
     return boxes
 
@@ -111,7 +115,9 @@ def main(argv=None) -> int:
             n = np.sum([c for _, c in fits], axis=0)
             sigma = [float(np.sqrt(np.nansum([s[b] ** 2 * c[b] for s, c in fits]) / max(n[b], 1)))
                      for b in range(n_bins)]
-            note = "RMS per component of N-body halo velocity − CIC(/velocity) at the halo, over all boxes"
+            fields = sorted({x["velocity_field"] for x in boxes})
+            note = (f"RMS per component of N-body halo velocity (/catalog/vel) − CIC({', '.join(fields)}) at the "
+                    "halo, over all boxes")
         provenance = dict(command=command, data=[x["provenance"] for x in boxes], mu_ranges=ranges,
                           cv_scores={str(k): v for k, v in scores.items()},
                           selection="K of min leave-one-box-out score over {1, 2, 4} (fixed before any "
