@@ -31,6 +31,7 @@ import numpy as np
 import scipy.fft
 
 from halopaint.errors import HalopaintError
+from halopaint.log import progress_enabled
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def compute(*arrays, scheduler=None, progress: bool = False):
     """`dask.compute` with an optional progress bar on stderr (local schedulers only)."""
-    if progress and scheduler in (None, "threads", "sync", "synchronous", "processes"):
+    if progress and progress_enabled() and scheduler in (None, "threads", "sync", "synchronous", "processes"):
         import sys
 
         from dask.diagnostics import ProgressBar

@@ -224,3 +224,31 @@ def plot_bispectra(path, bispectrum: dict, edges=None) -> Path:
             ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def multipoles_figure(comparison, path: Path, title: str = "") -> Path:
+    """k·P0 and k·P2 of a predicted and a reference catalogue in real and redshift space (top), and the
+    ratios P0_pred/P0_ref (both spaces) and (P2/P0)_pred/(P2/P0)_ref (bottom). `comparison`: an
+    halopaint.analysis.rsd.RSDComparison."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
+    for who, sets in (("pred", comparison.pred), ("ref", comparison.ref)):
+        style = STYLE[who]
+        real, red = sets["real"], sets["redshift"]
+        top.plot(real.k, real.k * real.P0, color=style["color"], ls=":", label=f"{style['label']}: P0 real space")
+        top.plot(red.k, red.k * red.P0, color=style["color"], label=f"{style['label']}: P0 redshift space")
+        top.plot(red.k, red.k * red.P2, color=style["color"], ls="--", label=f"{style['label']}: P2 redshift space")
+    top.set_ylabel(r"$k\,P_\ell(k)$ [(Mpc/h)$^2$]")
+    top.legend(fontsize=7)
+    top.set_title(title, fontsize=9)
+    k = comparison.k
+    bottom.plot(k, comparison.p0_real_ratio, "C2:", label="P0 real")
+    bottom.plot(k, comparison.p0_redshift_ratio, "C2", label="P0 redshift")
+    bottom.plot(k, comparison.p2_over_p0_ratio, "C1--", label="P2/P0 redshift")
+    bottom.axhline(1.0, color="k", lw=0.5)
+    bottom.axvspan(0.05, 0.2, color="0.9", zorder=0)
+    bottom.set_ylim(0.5, 1.5)
+    bottom.set_xscale("log")
+    bottom.set_xlabel(r"$k$ [h/Mpc]")
+    bottom.set_ylabel("pred / ref")
+    bottom.legend(fontsize=7, ncol=3)
+    return _save(fig, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -26,13 +27,17 @@ from halopaint.analysis.spectra import cross_from_spectra, mas_order, spectra
 from halopaint.config import SpectraConfig
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, atomic_path
+from halopaint.log import get_logger
 
 SUMMARY_K = (0.05, 0.1, 0.2)  # [h/Mpc] where the summary quotes T, r_c, s
 
 
+log = get_logger(__name__)
+
+
 def _log(msg: str, enabled: bool = True) -> None:
-    if enabled:
-        print(f"[spectra] {msg}", file=sys.stderr, flush=True)
+    """Progress record (info; debug when the run asked for no progress)."""
+    log.log(logging.INFO if enabled else logging.DEBUG, msg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +260,7 @@ def _run(config: SpectraConfig) -> dict:
                         base = lpt_baseline(k, nmodes, powers[1], powers[3], powers[4],
                                             kmax=config.bias_fit_kmax, shot_noise=shot)
                     except HalopaintError as exc:  # e.g. shot-noise dominated bin in a small box
-                        _log(f"{name}: 2LPT baseline skipped: {exc}", True)
+                        log.warning(f"{name}: 2LPT baseline skipped: {exc}")
                         node["attrs"]["baseline_skipped"] = str(exc)
                         bsum["lpt_baseline_skipped"] = str(exc)
                 if base is not None:
@@ -378,7 +383,7 @@ def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) ->
             try:
                 matter[c] = measure("matter", *fk, k1, k2)
             except HalopaintError as exc:
-                _log(f"bispectrum k1={k1:g} k2={k2:g} skipped: {exc}", True)
+                log.warning(f"bispectrum k1={k1:g} k2={k2:g} skipped: {exc}")
     results = {}
     for sel, bins in selections:
         sources = {"pred": (pred, bins)}
@@ -389,7 +394,7 @@ def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) ->
         except HalopaintError as exc:
             if sel == "sum":
                 raise
-            _log(f"{sel}: bispectrum skipped: {exc}", True)   # an empty mass bin in a small box
+            log.warning(f"{sel}: bispectrum skipped: {exc}")   # an empty mass bin in a small box
             continue
         for c, (k1, k2) in enumerate(config.bispectrum_configs):
             name = f"config{c}"
@@ -402,7 +407,7 @@ def _bispectra(config, pred, ref, dens, tree, planes, transform, load, sched) ->
                     node.update({"k3": b.k3, "triangles": b.triangles, f"B_{key}": b.B, f"Q_{key}": b.Q})
                     results[(sel, name, key)] = b
             except HalopaintError as exc:
-                _log(f"{sel}: bispectrum k1={k1:g} k2={k2:g} skipped: {exc}", True)
+                log.warning(f"{sel}: bispectrum k1={k1:g} k2={k2:g} skipped: {exc}")
                 continue
             if c in matter:
                 node["B_matter"], node["Q_matter"] = matter[c].B, matter[c].Q

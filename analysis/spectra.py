@@ -1,6 +1,6 @@
 """Power spectra, cross spectra and the cross statistics T(k), r_c(k), s(k), in Pylians' conventions.
 
-Conventions (DESIGN.md; Pylians `Pk_library.Pk` / `XPk`, checked against Pylians 0.12 in jobs/bench):
+Conventions (docs/formats.md; Pylians `Pk_library.Pk` / `XPk`, checked against Pylians 0.12 in jobs/bench):
 - δ_k = numpy's unnormalised forward FFT of the density contrast δ on the N³ grid;
   P(k) = V·⟨|δ_k|²⟩/N⁶, cross P_ab = V·⟨Re(δ_a δ_b*)⟩/N⁶, V = box_size³ [(Mpc/h)³].
 - Modes: integer wave vector n = (n_x, n_y, n_z), n_i ∈ (−N/2, N/2], |k| = k_F|n|, k_F = 2π/box_size.

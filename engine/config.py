@@ -159,7 +159,8 @@ class SpectraConfig:
 class LightconeConfig:
     """`halopaint lightcone`: HEALPix shells and a halo catalogue from painted boxes (MPI over x-slabs)."""
 
-    inputs: tuple[str, ...] = ()        # painted field files (/halos), one per snapshot redshift
+    inputs: tuple[str, ...] = ()        # painted or sampled field files (/halos), one per snapshot redshift
+    densities: tuple[str, ...] = ()     # their density files (/velocity), same order; () = no velocities
     out: str = ""
     z_min: float = 0.0
     z_max: float = 0.1
@@ -174,6 +175,9 @@ class LightconeConfig:
     planes_per_read: int = 8            # x-planes read from the input at a time
     figure: bool = True                 # PNG of the maps beside the output (<out stem>.png)
     max_replicas: int = 20000           # refuse plans that need more periodic replicas than this
+    snapshot_tolerance: float = 0.25    # max |z_shell_middle − z_snapshot| accepted
+    velocity_dispersion: tuple[float, ...] | None = None  # per-bin Gaussian σ per component [km/s]
+    fits: bool = False                  # also one HEALPix FITS file per shell (+ the catalogue as a FITS table)
 
 
 @dataclass(frozen=True)

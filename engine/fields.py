@@ -1,4 +1,4 @@
-"""HDF5 field files (the contract of DESIGN.md).
+"""HDF5 field files (the contract, specified in docs/formats.md).
 
 Layout: grid index order (x, y, z), C order; voxel i covers [i·H, (i+1)·H), H = box_size / N; slab axis x.
 - `/density`: (N, N, N) float32, ρ/ρ̄ (mean 1).

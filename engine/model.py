@@ -29,6 +29,11 @@ from halopaint.kernels.reference import GeneratorSpec, generator_forward
 BUNDLE_FORMAT = "halopaint-model-bundle"
 BUNDLE_VERSION = 1
 DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.pt"
+# The models shipped in the package, by the redshift they were trained at (`--model default` takes the one
+# nearest the input's redshift; docs/model-card.md). A file absent from the package is simply not offered.
+SHIPPED_MODELS = {0.0: DEFAULT_MODEL_PATH,
+                  0.5: DEFAULT_MODEL_PATH.with_name("default_model_z0.5.pt"),
+                  1.0: DEFAULT_MODEL_PATH.with_name("default_model_z1.0.pt")}
 
 
 class Generator(nn.Module):
@@ -397,12 +402,20 @@ def atomic_torch_save(payload: dict, path: Path) -> None:
         torch.save(payload, tmp)
 
 
-def resolve_model_path(model: str | os.PathLike) -> Path:
-    """'default' → the bundle shipped inside the package; anything else is a path."""
+def shipped_models() -> dict[float, Path]:
+    """Redshift → path of every model bundle shipped in the package (z = 0 always)."""
+    return {z: path for z, path in SHIPPED_MODELS.items() if path.exists()}
+
+
+def resolve_model_path(model: str | os.PathLike, redshift: float | None = None) -> Path:
+    """'default' → the shipped bundle trained nearest `redshift` (z = 0 when None; ties → the lower z);
+    anything else is a path. Whether the chosen model's redshift is close enough is the caller's check."""
     if str(model) == "default":
-        if not DEFAULT_MODEL_PATH.exists():
+        models = shipped_models()
+        if 0.0 not in models:
             raise ModelBundleError(f"the shipped default model is missing ({DEFAULT_MODEL_PATH})")
-        return DEFAULT_MODEL_PATH
+        z = 0.0 if redshift is None else float(redshift)
+        return models[min(models, key=lambda zm: (abs(zm - z), zm))]
     return Path(model)
 
 

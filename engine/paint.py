@@ -11,7 +11,7 @@ Output: rank r writes its planes, tile by tile, into its part file `<OUT stem>.p
 (`/halos` (n_bins, x1−x0, N, N) float32 + `/tile_done` (n_tiles,) uint8, the per-tile completion record
 that `--resume` reuses). After every rank has finished, rank 0 writes the master OUT: `/halos`
 (n_bins, N, N, N) float32 as an HDF5 virtual dataset over the part files (relative paths, so OUT and its
-.parts directory move together), the attrs of DESIGN.md plus provenance, `complete = True` last, atomic
+.parts directory move together), the attrs of docs/formats.md plus provenance, `complete = True` last, atomic
 rename. Nothing is gathered to one rank except a few bytes of provenance.
 """
 

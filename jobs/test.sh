@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: set everything up from a clean checkout and run every test.
-#   bash jobs/test.sh            serial tests, then the MPI/DDP tests under mpiexec -n 2 and -n 3
+#   bash jobs/test.sh            serial tests, the MPI/DDP tests under mpiexec -n 2 and -n 3, then the
+#                                wheel check (jobs/check_wheel.sh)
 # Extra pytest arguments are passed to the serial run (e.g. -k fields).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,4 +21,6 @@ for n in 2 3; do
     echo "== MPI tests: mpiexec -n $n" >&2
     run_pytest mpiexec -n "$n" python -m pytest -q -p no:cacheprovider --with-mpi -m mpi tests
 done
+echo "== packaging: the wheel in a fresh venv beside PyPI kernels, run from another directory" >&2
+bash jobs/check_wheel.sh
 echo "== all tests passed" >&2

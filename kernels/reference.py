@@ -66,6 +66,50 @@ class GeneratorSpec:
         return cls(**d)
 
 
+def parameter_shapes(spec: GeneratorSpec) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every parameter the kernels read (the `Generator` state_dict has exactly these)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, c_out: int, c_in: int, k: int) -> None:
+        shapes[f"{name}.weight"] = (c_out, c_in, k, k, k)
+        shapes[f"{name}.bias"] = (c_out,)
+
+    for i in range(spec.n_blocks):
+        c_in = spec.in_channels if i == 0 else spec.block_out_channels
+        conv(f"blocks.{i}.a_reduce", spec.filters, c_in, 1)
+        conv(f"blocks.{i}.a_conv", spec.filters, spec.filters, spec.big_kernel)
+        conv(f"blocks.{i}.b_reduce", spec.filters, c_in, 1)
+        conv(f"blocks.{i}.b_conv", spec.filters, spec.filters, spec.small_kernel)
+        conv(f"blocks.{i}.c_reduce", spec.filters, c_in, 1)
+    widths = [spec.block_out_channels, *spec.tail_widths]
+    for j in range(len(spec.tail_widths)):
+        conv(f"tail.{j}", widths[j + 1], widths[j], 1)
+    conv("out", 1, widths[-1], 1)
+    return shapes
+
+
+def random_parameters(spec: GeneratorSpec, seed: int, gain: float = 1.0, bias_spread: float = 0.0,
+                      out_bias_shift: float = 0.0) -> dict[str, torch.Tensor]:
+    """Random float32 parameters for kernel tests: PyTorch's default Conv3d distribution
+    (weights and biases U(−1/√fan_in, 1/√fan_in)), weights × gain, biases + U(−bias_spread, bias_spread),
+    out.bias + out_bias_shift. Deterministic for a seed; needs no model class."""
+    gen = torch.Generator().manual_seed(seed)
+    params = {}
+    for name, shape in parameter_shapes(spec).items():
+        weight_name = name[: -len(".bias")] + ".weight" if name.endswith(".bias") else name
+        w_shape = parameter_shapes(spec)[weight_name]
+        bound = 1.0 / float(w_shape[1] * w_shape[2] * w_shape[3] * w_shape[4]) ** 0.5
+        value = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        if name.endswith(".weight"):
+            value = value * gain
+        else:
+            value = value + (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bias_spread
+            if name == "out.bias":
+                value = value + out_bias_shift
+        params[name] = value.to(torch.float32)
+    return params
+
+
 def crop(x: torch.Tensor, c: int) -> torch.Tensor:
     """Remove `c` voxels from each side of the last three axes."""
     if c == 0:

@@ -133,7 +133,7 @@ def test_cli_runs(tmp_path):
     r = _cli(paths["pred"], "--reference", paths["true"], "--out", str(tmp_path / "o"), "--thetas", "2",
              "--bispectrum", "0.4,0.5", "--mas", "ngp", "--no-figures")
     assert r.returncode == 0, r.stderr
-    assert "statistics:" in r.stdout and "[spectra]" in r.stderr
+    assert "statistics:" in r.stdout and "halopaint spectra: sum: spectra" in r.stderr
     with h5py.File(tmp_path / "o" / "spectra.h5", "r") as f:
         assert f.attrs["mas"] == "ngp"
 

@@ -121,7 +121,7 @@ def test_built_once_then_reused(spread, compiled, fresh_library):
 
 
 def test_native_parts_benchmark_agrees(compiled, capsys):
-    """jobs/bench/native_parts.py (the README's per-part figures) runs and its parts agree within 1e-5."""
+    """jobs/bench/native_parts.py (docs/performance.md's per-part figures) runs; its parts agree within 1e-5."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "jobs" / "bench" / "native_parts.py"

@@ -153,7 +153,7 @@ def test_catalogue_is_poisson_reproducible_and_consistent(tmp_path):
     edges = a["_edges"]
     assert np.all((a["chi"] >= edges[0]) & (a["chi"] < edges[-1]))
     assert np.all((a["ra"] >= 0) & (a["ra"] < 360) & (np.abs(a["dec"]) <= 90))
-    assert np.all((a["redshift"] >= zedges[0] - 1e-9) & (a["redshift"] <= zedges[-1] + 1e-9))
+    assert np.all((a["z_cos"] >= zedges[0] - 1e-9) & (a["z_cos"] <= zedges[-1] + 1e-9))
     # counts per shell and mass bin: Poisson around the maps' expectation (sampled positions vs centres
     # differ only at the shell boundaries)
     shell = np.searchsorted(edges, a["chi"], side="right") - 1
@@ -209,9 +209,16 @@ def test_bad_input_is_refused_before_any_output(tmp_path):
     out = str(tmp_path / "lc.h5")
     p, q, d = (str(tmp_path / f"{x}.h5") for x in "pqd")
     cases = [
-        (dict(nside=0), "nside must be a positive integer"),
+        (dict(nside=0), "nside must be a power of two"),
+        (dict(nside=12), "nside must be a power of two"),
+        (dict(nside=1 << 20), "nside 1048576 is above"),
         (dict(z_min=0.2, z_max=0.1), "z_min < z_max"),
-        (dict(z_max=2.0), "copies of the 32 Mpc/h box"),
+        (dict(z_max=2.0, snapshot_tolerance=5.0), "copies of the 32 Mpc/h box"),
+        (dict(z_max=2.0), "from its nearest snapshot"),
+        (dict(snapshot_tolerance=-1.0), "--snapshot-tolerance"),
+        (dict(velocity_dispersion=(1.0, 2.0, 3.0)), "--velocity-dispersion"),
+        (dict(out=p), "one of the inputs"),
+        (dict(densities=(d, d)), "2 density files for 1 snapshots"),
         (dict(mass_bins=(5,)), "mass bin 5 does not exist"),
         (dict(z_edges=(0.1, 0.05)), "--z-edges must be"),
         (dict(subsample=0), "--subsample must be"),
@@ -229,7 +236,8 @@ def test_bad_input_is_refused_before_any_output(tmp_path):
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     write_painted(tmp_path / "p.h5", 8, 32.0, 0.0)
-    proc = run_cli(str(tmp_path / "p.h5"), "--out", str(tmp_path / "lc.h5"), "--z-max", "2")
+    proc = run_cli(str(tmp_path / "p.h5"), "--out", str(tmp_path / "lc.h5"), "--z-max", "2",
+                   "--snapshot-tolerance", "5")
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("halopaint lightcone: error:") and "copies" in lines[0]

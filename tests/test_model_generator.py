@@ -87,3 +87,17 @@ def test_critic_maps_a_patch_to_one_score(patch):
 def test_critic_refuses_a_patch_too_small():
     with pytest.raises(ValueError):
         Critic(12)
+
+
+def test_kernel_parameter_shapes_are_the_generator_state_dict():
+    """kernels.reference.parameter_shapes (what every kernel reads) == the Generator's parameters."""
+    from halopaint.kernels.reference import GeneratorSpec, parameter_shapes, random_parameters
+    for spec in (GeneratorSpec(), GeneratorSpec(filters=4, n_blocks=1, tail_widths=(6, 5))):
+        gen = Generator(spec)
+        want = {k: tuple(v.shape) for k, v in gen.state_dict().items()}
+        assert parameter_shapes(spec) == want
+        params = random_parameters(spec, seed=3)
+        assert {k: tuple(v.shape) for k, v in params.items()} == want
+        gen.load_state_dict(params)          # loads: names and shapes agree
+        again = random_parameters(spec, seed=3)
+        assert all(torch.equal(params[k], again[k]) for k in params)

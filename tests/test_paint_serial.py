@@ -138,7 +138,7 @@ def _density_file(path, rho, **attrs_extra):
 
 
 def bad_inputs(tmp_path):
-    """(name, density path, expected message fragment) for every bad input the issue lists."""
+    """(name, density path, expected message fragment) for every bad input docs/cli.md lists for paint."""
     rho = lognormal_density(32, 2)
     cases = []
     nan = rho.copy(); nan[17, 3, 4] = np.nan

@@ -1,11 +1,12 @@
-"""The shipped model against the issue's bar on a held-out embedded simulation, end to end through the CLI.
+"""The shipped model against the paper's bar (docs/model-card.md) on a held-out embedded simulation, end to end
+through the CLI.
 
-Exactly the README's reproduction: simulate the held-out seed 9001 (64³ voxels of 4 Mpc/h, 256³ particles,
-never used in training), paint it with `--model default`, compute the statistics with `halopaint spectra`.
-Everything is deterministic, so the numbers are those in the README (summed bins: max|T−1| = 0.030 for
-k ≤ 0.2 h/Mpc, r_c(0.109) = 0.967, s/s_2LPT = 0.86, 0.59, 0.55 below 0.1 h/Mpc; mean counts within 1.9 %).
-The test asserts the bar itself, so a change to the model, kernels, paint engine or estimator that breaks
-the physics fails here.
+Exactly the reproduction of docs/model-card.md: simulate the held-out seed 9001 (64³ voxels of 4 Mpc/h,
+256³ particles, never used in training), paint it with `--model default`, compute the statistics with
+`halopaint spectra`. Everything is deterministic, so the numbers are those of docs/model-card.md (summed
+bins: max|T−1| = 0.030 for k ≤ 0.2 h/Mpc, r_c(0.109) = 0.967, s/s_2LPT = 0.86, 0.59, 0.55 below 0.1 h/Mpc;
+mean counts within 1.9 %). The test asserts the bar itself, so a change to the model, kernels, paint engine
+or estimator that breaks the physics fails here.
 """
 
 import os

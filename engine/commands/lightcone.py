@@ -1,11 +1,12 @@
 """`halopaint lightcone`: HEALPix shells and a halo catalogue from painted boxes (MPI over x-slabs).
 
-    halopaint lightcone PAINTED.h5 [MORE.h5 …] --out LC.h5 [--z-max 0.1 --z-min 0 --shells 4 | --z-edges …]
-                        [--nside 64] [--observer X Y Z] [--subsample S] [--mass-bins all|0|1-3]
-                        [--catalogue --seed S] [--no-figure]
+    halopaint lightcone SNAP.h5 [MORE.h5 …] [--density DENS.h5 …] --out LC.h5
+                        [--z-max 0.1 --z-min 0 --shells 4 | --z-edges …] [--nside 64] [--observer X Y Z]
+                        [--subsample S] [--mass-bins all|0|1-3] [--catalogue --seed S] [--fits] [--no-figure]
 
-One painted file per snapshot redshift (same box, grid, cosmology, mass bins); each shell is painted from
-the snapshot nearest its redshift. Runs unchanged alone, under `mpiexec -n R` and under `srun`.
+One painted (or sampled) file per snapshot redshift (same box, grid, cosmology, mass bins) and, in the same
+order, its density file for the halos' velocities; each shell is painted from the snapshot nearest its
+middle redshift. Runs unchanged alone, under `mpiexec -n R` and under `srun`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from halopaint.config import LightconeConfig, parse_mass_bins
 
 def add_arguments(p) -> None:
     d = LightconeConfig()
-    p.add_argument("inputs", nargs="+", metavar="PAINTED.h5",
-                   help="painted field files (/halos), one per snapshot redshift")
+    p.add_argument("inputs", nargs="+", metavar="SNAP.h5",
+                   help="painted or sampled field files (/halos), one per snapshot redshift")
+    p.add_argument("--density", nargs="+", default=[], metavar="DENS.h5",
+                   help="the snapshots' density files (/velocity), in the same order: the catalogue's "
+                        "v_los and z_obs come from their velocities (without them v_los = 0)")
     p.add_argument("--out", required=True, help="output light-cone file (HDF5); the figure goes beside it (.png)")
     p.add_argument("--z-min", type=float, default=d.z_min, help="near edge of the first shell (default %(default)s)")
     p.add_argument("--z-max", type=float, default=d.z_max, help="far edge of the last shell (default %(default)s)")
@@ -32,15 +36,25 @@ def add_arguments(p) -> None:
     p.add_argument("--mass-bins", default="all", help="all (default), or a selection: 2, 0,1, 1-3")
     p.add_argument("--catalogue", action="store_true", help="also Poisson-sample a halo catalogue (RA, Dec, z)")
     p.add_argument("--seed", type=int, default=d.seed, help="catalogue seed (default %(default)s)")
+    p.add_argument("--velocity-dispersion", type=float, nargs="+", default=None, metavar="KMS",
+                   help="Gaussian velocity dispersion per component added to each halo [km/s]: one value, "
+                        "or one per selected mass bin (default 0)")
+    p.add_argument("--snapshot-tolerance", type=float, default=d.snapshot_tolerance, metavar="DZ",
+                   help="refuse a shell whose middle redshift is further than DZ from every snapshot "
+                        "(default %(default)s)")
+    p.add_argument("--fits", action="store_true",
+                   help="also one HEALPix FITS map per shell (OUT_shellNN.fits) and, with --catalogue, "
+                        "the catalogue as a FITS table (OUT_catalogue.fits)")
     p.add_argument("--no-figure", action="store_true", help="no Mollweide PNG of the shells")
 
 
 def config_from_args(args) -> LightconeConfig:
     return LightconeConfig(
-        inputs=tuple(args.inputs), out=args.out, z_min=args.z_min, z_max=args.z_max, shells=args.shells,
+        inputs=tuple(args.inputs), densities=tuple(args.density), out=args.out, z_min=args.z_min, z_max=args.z_max, shells=args.shells,
         z_edges=tuple(args.z_edges) if args.z_edges else None, nside=args.nside, observer=tuple(args.observer),
         subsample=args.subsample, mass_bins=parse_mass_bins(args.mass_bins), catalogue=args.catalogue,
-        seed=args.seed, figure=not args.no_figure)
+        seed=args.seed, figure=not args.no_figure, fits=args.fits, snapshot_tolerance=args.snapshot_tolerance,
+        velocity_dispersion=tuple(args.velocity_dispersion) if args.velocity_dispersion else None)
 
 
 def run(args) -> int:

@@ -1,6 +1,6 @@
 """Small diagnostics for the simulator's own checks (tests, bench, figures).
 
-`power_spectrum` follows DESIGN.md / Pylians: P = V |FFT|² / N⁶, linear bins of width k_F on integer
+`power_spectrum` follows docs/formats.md / Pylians: P = V |FFT|² / N⁶, linear bins of width k_F on integer
 |n| (bin i = [i, i+1)·k_F), DC dropped, k = mode-averaged |k|, every rfft mode counted with its
 Hermitian twin (weight 2 for 0 < n_z < N/2). No mass-assignment compensation, no shot-noise removal.
 """

@@ -1,6 +1,6 @@
 """Mass assignment on periodic grids: CIC painting and readout, NGP halo counts.
 
-Convention (DESIGN.md): voxel i of an n-grid covers [i·H, (i+1)·H), H = box_size / n, so CIC shares a
+Convention (docs/formats.md): voxel i of an n-grid covers [i·H, (i+1)·H), H = box_size / n, so CIC shares a
 particle at x between the voxel centres (i+½)H around it. Painting accumulates in float64 sequentially
 in particle order, so the result does not depend on thread count.
 

@@ -7,7 +7,7 @@ exactly (the Nyquist planes of each lattice are set to zero), whatever the latti
 or chunking. Each mode is g = √(−ln u₁) · exp(2πi u₂) (⟨|g|²⟩ = 1, Re and Im ~ N(0, ½)), Hermitian
 symmetric in the kz = 0 plane, zero at k = 0.
 
-Convention (Pylians / DESIGN.md): δ̂(n) = Σ_x δ(x) e^{−ik·x} (numpy DFT), so P(k) = V |δ̂|² / L⁶ and
+Convention (Pylians / docs/formats.md): δ̂(n) = Σ_x δ(x) e^{−ik·x} (numpy DFT), so P(k) = V |δ̂|² / L⁶ and
 δ̂(n) = g(n) · L³ · √(P_lin(k) / V).
 """
 

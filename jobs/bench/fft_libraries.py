@@ -7,9 +7,9 @@ forward 3D real FFT of (2 sub-tiles, 20 channels, N³) float32, then the inverse
 the valid (N−4) corner after each axis, single-threaded. Libraries that are not installed are skipped:
 pyFFTW (FFTW, plans made with FFTW_MEASURE before timing), ducc0 (pocketfft's successor) and mkl_fft
 (Intel MKL). None is a halopaint dependency (pyFFTW's wheels bundle the GPL FFTW, ducc0 is GPL, MKL is
-proprietary); this script reproduces the README's "measured and rejected" line. The libraries are interleaved
-round-robin per repeat; the median time and the ratio to scipy are printed, with each result's relative
-difference from scipy's.
+proprietary); this script reproduces the "measured and rejected" FFT-library line of docs/performance.md.
+The libraries are interleaved round-robin per repeat; the median time and the ratio to scipy are printed,
+with each result's relative difference from scipy's.
 """
 
 from __future__ import annotations

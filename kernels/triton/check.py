@@ -3,9 +3,10 @@
     TRITON_INTERPRET=1 python -m halopaint.kernels.triton.check --device cpu --case 16:1:16x16x16
     python -m halopaint.kernels.triton.check --device cuda --case 50:2:4x4x8 --precision fp32 tf32 bf16
 
-Each case is n:batch:tile (output side n, input n+2g). Weights are a fresh random `Generator` with
-weights and biases spread so that the output is non-trivial (most ReLUs active); inputs are Gaussian
-with a large negative/positive range. Prints one JSON object: per case and precision the relative error
+Each case is n:batch:tile (output side n, input n+2g). Weights are random parameters of the paper
+network (`halopaint.kernels.reference.random_parameters`, no model class needed) with weights and biases
+spread so that the output is non-trivial (most ReLUs active); inputs are Gaussian with a large
+negative/positive range. Prints one JSON object: per case and precision the relative error
 ‖out − ref‖/‖ref‖, the tolerance and the fraction of non-zero output voxels.
 """
 
@@ -20,18 +21,11 @@ import torch
 
 
 def spread_params(seed: int, gain: float = 2.0, bias: float = 0.3) -> tuple[dict, object]:
-    """A random paper generator with weights × gain and biases + U(−bias, bias); out.bias + 1."""
-    from halopaint.model import Generator
-    torch.manual_seed(seed)
-    g = Generator()
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("weight"):
-                p.mul_(gain)
-            else:
-                p.add_(torch.empty_like(p).uniform_(-bias, bias))
-        g.out.bias.add_(1.0)
-    return {k: v.clone() for k, v in g.state_dict().items()}, g.spec
+    """Random paper-generator parameters with weights × gain, biases + U(−bias, bias), out.bias + 1,
+    so that most ReLUs are active and the output is non-trivial. Returns (params, spec)."""
+    from halopaint.kernels.reference import GeneratorSpec, random_parameters
+    spec = GeneratorSpec()
+    return random_parameters(spec, seed, gain=gain, bias_spread=bias, out_bias_shift=1.0), spec
 
 
 def run_case(n: int, batch: int, tile, precision: str, device: str, seed: int) -> dict:

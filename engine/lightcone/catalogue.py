@@ -1,0 +1,155 @@
+"""Halo catalogues on the light cone: positions, masses, velocities and observed redshifts.
+
+Halos per voxel: a sampled (integer) snapshot's counts as they are; a painted (expected-count) snapshot's
+N ~ Poisson(λ). Each halo is uniform in its voxel and kept when its distance falls in a shell painted from
+that voxel's snapshot. Columns (all (n,)):
+  ra, dec [deg]    RA = atan2(y, x) in [0, 360), Dec = asin(z/r), box axes centred on the observer
+                   (healpy's pixel of (RA, Dec) with lonlat=True is the map pixel)
+  chi [Mpc/h]      comoving distance;  z_cos: the cosmological redshift z(χ)
+  v_los [km/s]     line-of-sight peculiar velocity, positive away from the observer: the density file's
+                   /velocity CIC-interpolated at the halo (periodic) plus a Gaussian per-component
+                   dispersion σ_b of its mass bin; 0 without density files
+  z_obs            (1 + z_cos)(1 + v_los/c) − 1
+  mass [M☉/h]      drawn inside the bin's edges from the Watson et al. (2013) FoF mass function at the
+                   snapshot's redshift;  mass_bin: the input's mass-bin index
+Streams: each (snapshot, x-plane, replica) draws from SeedSequence(seed, snapshot, plane, replica) —
+positions, then masses, then dispersions, bin by bin — so the catalogue does not depend on the ranks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from halopaint.fields import FieldFile
+from halopaint.lightcone.geometry import DistanceRedshift, Geometry
+from halopaint.sim.massfunction import MassSampler, watson13_dndlnm
+
+C_KMS = 299792.458
+CATALOGUE_COLUMNS = ("ra", "dec", "chi", "z_cos", "z_obs", "v_los", "mass", "mass_bin")
+COLUMN_DTYPES = {"mass_bin": np.int16}
+COLUMN_UNITS = {"ra": "deg", "dec": "deg", "chi": "Mpc/h", "z_cos": "", "z_obs": "", "v_los": "km/s",
+                "mass": "Msun/h", "mass_bin": ""}
+
+
+def empty_columns() -> dict[str, list]:
+    return {name: [] for name in CATALOGUE_COLUMNS}
+
+
+def concatenate(columns: dict[str, list]) -> dict[str, np.ndarray]:
+    return {name: (np.concatenate(parts) if parts else np.empty(0, COLUMN_DTYPES.get(name, np.float64)))
+            for name, parts in columns.items()}
+
+
+def observed_redshift(z_cos, v_los) -> np.ndarray:
+    """z_obs = (1 + z_cos)(1 + v_los/c) − 1, v_los [km/s] positive away from the observer."""
+    return (1.0 + np.asarray(z_cos)) * (1.0 + np.asarray(v_los) / C_KMS) - 1.0
+
+
+class VelocitySlab:
+    """The x-planes [x0 − 1, x1 + 1) (periodic) of a density file's /velocity (3, N, N, N) [km/s], enough to
+    CIC-interpolate at any point of planes [x0, x1)."""
+
+    def __init__(self, path: str, grid: int, box: float, x0: int, x1: int):
+        self.grid, self.box, self.x0 = grid, box, x0
+        planes = [(p % grid) for p in range(x0 - 1, x1 + 1)]
+        with FieldFile(path) as f:
+            ds = f.h5["velocity"]
+            if x1 - x0 + 2 >= grid:
+                whole = np.asarray(ds[...], dtype=np.float32)
+                self.v = whole[:, planes]
+            else:
+                lo, hi = x0 - 1, x1 + 1
+                parts = []
+                if lo < 0:
+                    parts.append(np.asarray(ds[:, grid - 1:grid], dtype=np.float32))
+                parts.append(np.asarray(ds[:, max(lo, 0):min(hi, grid)], dtype=np.float32))
+                if hi > grid:
+                    parts.append(np.asarray(ds[:, 0:hi - grid], dtype=np.float32))
+                self.v = np.concatenate(parts, axis=1)
+
+    def at(self, pos: np.ndarray) -> np.ndarray:
+        """CIC-interpolated velocity (m, 3) [km/s] at box-frame positions pos (m, 3) [Mpc/h] whose x lies in
+        the planes [x0, x1)."""
+        n, h = self.grid, self.box / self.grid
+        u = np.mod(pos, self.box) / h - 0.5
+        i0 = np.floor(u).astype(np.int64)
+        w1 = u - i0
+        out = np.zeros((len(pos), 3), dtype=np.float64)
+        for cx in (0, 1):
+            ix = i0[:, 0] + cx - (self.x0 - 1)          # index into the slab (planes x0 − 1 …)
+            wx = w1[:, 0] if cx else 1.0 - w1[:, 0]
+            for cy in (0, 1):
+                iy = (i0[:, 1] + cy) % n
+                wy = w1[:, 1] if cy else 1.0 - w1[:, 1]
+                for cz in (0, 1):
+                    iz = (i0[:, 2] + cz) % n
+                    w = wx * wy * (w1[:, 2] if cz else 1.0 - w1[:, 2])
+                    out += w[:, None] * self.v[:, ix, iy, iz].T
+        return out
+
+
+class SnapshotCatalogue:
+    """What the catalogue needs of one snapshot: its redshift, mass samplers per bin, velocities."""
+
+    def __init__(self, index: int, redshift: float, linear, mass_bin_edges, bins, integer_counts: bool,
+                 velocities: VelocitySlab | None, dispersion: np.ndarray):
+        self.index, self.redshift, self.bins = index, float(redshift), tuple(bins)
+        self.integer_counts = integer_counts
+        self.velocities = velocities
+        self.dispersion = np.asarray(dispersion, dtype=np.float64)       # (n_sel,) km/s per component
+        edges = np.asarray(mass_bin_edges, dtype=np.float64)
+        self.masses = [MassSampler(edges[b], edges[b + 1], lambda m: watson13_dndlnm(linear, m, self.redshift))
+                       for b in bins]
+
+
+def catalogue_plane(geo: Geometry, dist: DistanceRedshift, counts: np.ndarray, plane: int, reps,
+                    active: np.ndarray, snap: SnapshotCatalogue, seed: int, out: dict) -> None:
+    """Halos of one x-plane (n_bins, N, N) for every replica; kept ones appended to `out` columns."""
+    h = geo.voxel
+    lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
+    margin = math.sqrt(3.0) * h / 2
+    x = (plane + 0.5) * h
+    for rep in reps:
+        if not geo.plane_reaches(x, rep, lo, hi, margin=margin):
+            continue
+        dx, dy, dz, r = geo.plane_offsets(plane, rep)
+        near = (r >= lo - margin) & (r < hi + margin)
+        if not near.any():
+            continue
+        iy, iz = np.nonzero(near)
+        key = [seed, snap.index, plane, *(int(v) + (1 << 20) for v in rep)]
+        rng = np.random.default_rng(np.random.SeedSequence(key))
+        for k, b in enumerate(snap.bins):
+            lam = counts[k, iy, iz]
+            n = np.rint(lam).astype(np.int64) if snap.integer_counts else \
+                rng.poisson(np.maximum(lam, 0.0).astype(np.float64))
+            total = int(n.sum())
+            if total == 0:
+                continue
+            jy, jz = np.repeat(iy, n), np.repeat(iz, n)
+            u = rng.random((3, total))
+            p = np.stack([dx + (u[0] - 0.5) * h, dy[jy] + (u[1] - 0.5) * h, dz[jz] + (u[2] - 0.5) * h])
+            mass = snap.masses[k].draw(rng.random(total))
+            kick = rng.normal(size=(3, total)) * snap.dispersion[k]
+            rr = np.sqrt(np.sum(p * p, axis=0))
+            _, keep = geo.shells_of(rr, active)
+            if not keep.any():
+                continue
+            p, rr, mass, kick = p[:, keep], rr[keep], mass[keep], kick[:, keep]
+            if snap.velocities is not None:
+                box_pos = (p + geo.observer[:, None]).T
+                vel = snap.velocities.at(box_pos).T + kick
+                v_los = np.sum(vel * p, axis=0) / rr
+            else:
+                v_los = np.zeros(rr.size)
+            z_cos = dist.redshift(rr)
+            out["ra"].append(np.degrees(np.arctan2(p[1], p[0])) % 360.0)
+            out["dec"].append(np.degrees(np.arcsin(np.clip(p[2] / rr, -1.0, 1.0))))
+            out["chi"].append(rr)
+            out["z_cos"].append(z_cos)
+            out["z_obs"].append(observed_redshift(z_cos, v_los))
+            out["v_los"].append(v_los)
+            out["mass"].append(mass)
+            out["mass_bin"].append(np.full(rr.size, b, dtype=np.int16))
