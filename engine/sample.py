@@ -387,12 +387,15 @@ def _same_path(a, b) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _resolve_count_model(cfg: SampleConfig, meta: dict, warnings: list[str]) -> tuple[CountModel | None, str]:
-    """The count model (full bundle bin indexing) and a description of its source."""
+def _resolve_count_model(cfg: SampleConfig, meta: dict, redshift: float,
+                         warnings: list[str]) -> tuple[CountModel | None, str]:
+    """The count model (full bundle bin indexing) and a description of its source ('default': the shipped
+    bundle nearest the painted file's redshift)."""
     if cfg.model == "auto":
         cm = meta.get("count_model")
         return (None if cm is None else CountModel.from_dict(cm)), "painted file's model_metadata"
-    bundle = ModelBundle.load(cfg.model)
+    path = resolve_model_path(cfg.model, redshift)
+    bundle = ModelBundle.load(path)
     ours, theirs = np.asarray(bundle.metadata.mass_bin_edges), np.asarray(meta["mass_bin_edges"])
     if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-9):
         raise SampleError(f"--model {cfg.model}: its mass bins differ from those of the model that painted "
@@ -402,7 +405,7 @@ def _resolve_count_model(cfg: SampleConfig, meta: dict, warnings: list[str]) -> 
     if mine != {k: v for k, v in meta.items() if k != "count_model"}:
         warnings.append(f"--model {cfg.model}: its metadata differ from those of the model that painted "
                         f"{cfg.painted}")
-    return bundle.metadata.count_model, f"{resolve_model_path(cfg.model)}"
+    return bundle.metadata.count_model, str(path)
 
 
 def _prepare(cfg: SampleConfig) -> _Setup:
@@ -450,7 +453,7 @@ def _prepare(cfg: SampleConfig) -> _Setup:
     file_bins = [painted_bins.index(b) for b in bins]
     edges = np.asarray(info.mass_bin_edges[file_bins[0]:file_bins[-1] + 2], np.float64)
     warnings: list[str] = []
-    cm, source = _resolve_count_model(cfg, meta, warnings)
+    cm, source = _resolve_count_model(cfg, meta, info.redshift, warnings)
     if cm is None and not cfg.poisson:
         raise SampleError(f"the model of {cfg.painted} has no count model ({source}); pass --model BUNDLE with "
                           "one (e.g. --model default), or --poisson for a Poisson draw")
