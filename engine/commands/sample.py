@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
                    "selection of mass-bin indices: 2, 0,1, 1-3")
     p.add_argument("--model", default="auto",
                    help="where the count model comes from: auto (default: the one recorded in the painted "
-                        "file's model_metadata), default (the shipped bundle nearest the painted file's redshift) or a bundle file")
+                        "file's model_metadata), default (the shipped bundle nearest the painted file's "
+                        "redshift) or a bundle file")
     p.add_argument("--poisson", action="store_true",
                    help="draw Poisson counts around the painted mean instead of the fitted dispersion law")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
