@@ -262,6 +262,7 @@ def test_shipped_bundle_has_a_fitted_count_model():
     cm = ModelBundle.load("default").metadata.count_model
     assert cm is not None and cm.n_bins == 4 and all(-1 <= a[0] < 0 for a in cm.alpha)
     assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]
+    assert cm.velocity_dispersion is not None and all(50 < s < 300 for s in cm.velocity_dispersion)
 
 
 # -------------------------------------------------------------------------------------- the driver
