@@ -20,6 +20,7 @@ COMMANDS = {
     "simulate": "Simulate a box: Gaussian ICs → 2LPT density (+ PM N-body → FoF halo counts).",
     "train": "Train the paper's WGAN-GP painter, one generator per mass bin (DDP-ready).",
     "paint": "Paint halo count fields from a 2LPT density file with a model bundle (MPI).",
+    "sample": "Integer halo realizations (and catalogues) of a painted field, from the count model (MPI).",
     "spectra": "Spectra, cross statistics, bispectra and PDFs of painted fields (Dask).",
     "lightcone": "HEALPix shells and a halo catalogue from painted boxes (MPI).",
     "demo": "The main job on the embedded default: simulate, paint on MPI ranks, analyse, plot.",

@@ -108,9 +108,90 @@ class InputNormalisation:
         return (density - self.offset) * self.scale
 
 
+@dataclass(frozen=True)
+class CountModel:
+    """Per-mass-bin law of integer halo counts n around the painted mean μ (`halopaint sample`).
+
+    Var[n | μ] = μ + α_b(μ)·μ² in mass bin b, i.e. E[n(n−1) | μ] = (1 + α_b(μ))·μ²: α < 0 sub-Poisson
+    (binomial family), α = 0 Poisson, α > 0 negative binomial. α_b(μ) is piecewise constant in μ:
+    alpha[b][j] holds on [mu_breaks[b][j−1], mu_breaks[b][j]) with mu_breaks[b] the len(alpha[b]) − 1
+    increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
+
+    mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
+    velocity_dispersion[b] = σ_b [km/s]: per-component Gaussian dispersion of halo velocities about the
+    density file's /velocity field at the halo position (None: not calibrated).
+    generator_sha256[b]: digest of bin b's generator weights the law was fitted with (a count model is
+    only valid for the painted means it was fitted on; ModelBundle.load refuses a stale one).
+    provenance: how it was fitted (command, data files with SHA-256, diagnostics).
+    """
+
+    alpha: list[list[float]]
+    mu_breaks: list[list[float]]
+    mass_slope: list[float] | None = None
+    velocity_dispersion: list[float] | None = None
+    generator_sha256: list[str] | None = None
+    provenance: dict = field(default_factory=dict)
+    law: str = "quadratic-variance"
+
+    def __post_init__(self):
+        n = len(self.alpha)
+        if self.law != "quadratic-variance":
+            raise ValueError(f"unknown count law {self.law!r}")
+        if n == 0 or len(self.mu_breaks) != n:
+            raise ValueError(f"count model: {n} alpha tables for {len(self.mu_breaks)} break lists")
+        for b, (a, br) in enumerate(zip(self.alpha, self.mu_breaks)):
+            if len(a) != len(br) + 1 or not all(math.isfinite(x) for x in a):
+                raise ValueError(f"count model bin {b}: need len(alpha) = len(mu_breaks) + 1, finite alpha")
+            if any(not (math.isfinite(x) and x > 0) for x in br) or any(y <= x for x, y in zip(br, br[1:])):
+                raise ValueError(f"count model bin {b}: mu_breaks must be positive and increasing")
+        for name, values in (("mass_slope", self.mass_slope), ("velocity_dispersion", self.velocity_dispersion),
+                             ("generator_sha256", self.generator_sha256)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"count model: {len(values)} {name} entries for {n} mass bins")
+        if self.mass_slope is not None and not all(math.isfinite(x) for x in self.mass_slope):
+            raise ValueError("count model: mass_slope must be finite")
+        if self.velocity_dispersion is not None and not all(
+                math.isfinite(x) and x >= 0 for x in self.velocity_dispersion):
+            raise ValueError("count model: velocity_dispersion must be finite and ≥ 0 [km/s]")
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.alpha)
+
+    def alpha_of(self, mass_bin: int, mu: np.ndarray) -> np.ndarray:
+        """α_b(μ) for counts μ (any shape) → float64 array of μ's shape."""
+        table = np.asarray(self.alpha[mass_bin], dtype=np.float64)
+        breaks = np.asarray(self.mu_breaks[mass_bin], dtype=np.float64)
+        return table[np.searchsorted(breaks, np.asarray(mu, dtype=np.float64), side="right")]
+
+    def select(self, bins) -> "CountModel":
+        """The count model of mass bins `bins` (indices into this model), in that order."""
+        pick = lambda v: None if v is None else [v[b] for b in bins]  # noqa: E731
+        return replace(self, alpha=[list(self.alpha[b]) for b in bins],
+                       mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
+                       velocity_dispersion=pick(self.velocity_dispersion),
+                       generator_sha256=pick(self.generator_sha256))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CountModel":
+        floats = lambda v: None if v is None else [float(x) for x in v]  # noqa: E731
+        return cls(alpha=[floats(a) for a in d["alpha"]], mu_breaks=[floats(m) for m in d["mu_breaks"]],
+                   mass_slope=floats(d.get("mass_slope")), velocity_dispersion=floats(d.get("velocity_dispersion")),
+                   generator_sha256=None if d.get("generator_sha256") is None else [str(s) for s in
+                                                                                    d["generator_sha256"]],
+                   provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")))
+
+
 @dataclass
 class BundleMetadata:
-    """What a bundle was trained for; paint refuses inputs that disagree (unless told otherwise)."""
+    """What a bundle was trained for; paint refuses inputs that disagree (unless told otherwise).
+
+    `count_model` (optional; bundles without one still load) is the per-bin law `halopaint sample` draws
+    integer counts from; it is left out of the JSON when absent, so older bundles' metadata is unchanged.
+    """
 
     mass_bin_edges: list[float]              # [M☉/h], n_bins + 1
     voxel_size: float                        # [Mpc/h]
@@ -119,20 +200,25 @@ class BundleMetadata:
     density_recipe: DensityRecipe = field(default_factory=DensityRecipe)
     input_normalisation: InputNormalisation = field(default_factory=InputNormalisation)
     training: dict = field(default_factory=dict)   # command, data files + seeds, steps, …
+    count_model: CountModel | None = None
 
     def to_json(self) -> str:
         d = asdict(self)
+        if self.count_model is None:
+            del d["count_model"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "BundleMetadata":
         d = json.loads(text)
+        count = d.get("count_model")
         return cls(mass_bin_edges=[float(e) for e in d["mass_bin_edges"]],
                    voxel_size=float(d["voxel_size"]), redshift=float(d["redshift"]),
                    cosmology=Cosmology(**d["cosmology"]),
                    density_recipe=DensityRecipe(**d["density_recipe"]),
                    input_normalisation=InputNormalisation(**d["input_normalisation"]),
-                   training=dict(d.get("training", {})))
+                   training=dict(d.get("training", {})),
+                   count_model=None if count is None else CountModel.from_dict(count))
 
 
 class ModelBundleError(HalopaintError):
@@ -227,7 +313,25 @@ class ModelBundle:
         if payload.get("checksum") != bundle_checksum(payload["spec"], payload["metadata"], generators):
             raise ModelBundleError(f"{path}: checksum mismatch: the file was modified or damaged after it "
                                    "was written")
-        return cls(spec=spec, generators=generators, metadata=metadata)
+        bundle = cls(spec=spec, generators=generators, metadata=metadata)
+        problem = bundle.count_model_problem()
+        if problem:
+            raise ModelBundleError(f"{path}: {problem}")
+        return bundle
+
+    def count_model_problem(self) -> str | None:
+        """Why metadata.count_model does not fit this bundle's generators (None: it fits, or there is none)."""
+        cm = self.metadata.count_model
+        if cm is None:
+            return None
+        if cm.n_bins != self.n_bins:
+            return f"count model has {cm.n_bins} mass bins, the bundle {self.n_bins}"
+        if cm.generator_sha256 is not None:
+            stale = [b for b in range(self.n_bins) if cm.generator_sha256[b] != generator_digest(self.generators[b])]
+            if stale:
+                return (f"count model was fitted for other weights in mass bin(s) {stale} (the generators changed "
+                        "after the fit, e.g. by count calibration): refit it with jobs/fit_count_model.py")
+        return None
 
 
 def merge_bundles(parts: list[ModelBundle], training: dict | None = None) -> ModelBundle:
@@ -257,8 +361,20 @@ def merge_bundles(parts: list[ModelBundle], training: dict | None = None) -> Mod
         edges += list(m.mass_bin_edges[1:])
         generators += list(part.generators)
     meta = replace(first.metadata, mass_bin_edges=[float(e) for e in edges],
-                   training={"parts": [p.metadata.training for p in parts], **(training or {})})
+                   training={"parts": [p.metadata.training for p in parts], **(training or {})},
+                   count_model=merge_count_models([p.metadata.count_model for p in parts]))
     return ModelBundle(spec=first.spec, generators=generators, metadata=meta)
+
+
+def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
+    """Per-bin concatenation of the parts' count models (None unless every part has one)."""
+    if not models or any(m is None for m in models):
+        return None
+    cat = lambda name: None if any(getattr(m, name) is None for m in models) else [  # noqa: E731
+        v for m in models for v in getattr(m, name)]
+    return CountModel(alpha=cat("alpha"), mu_breaks=cat("mu_breaks"), mass_slope=cat("mass_slope"),
+                      velocity_dispersion=cat("velocity_dispersion"), generator_sha256=cat("generator_sha256"),
+                      provenance={"parts": [m.provenance for m in models]})
 
 
 def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[str, torch.Tensor]]) -> str:
@@ -272,6 +388,16 @@ def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[st
             t = sd[name].detach().cpu().to(torch.float32).contiguous()
             h.update(f"\0{name}{tuple(t.shape)}".encode())
             h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def generator_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over one generator's weights (name, shape, float32 bytes), as hex."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().to(torch.float32).contiguous()
+        h.update(f"\0{name}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
     return h.hexdigest()
 
 
