@@ -119,12 +119,14 @@ class _Setup:
 def _prepare(cfg: PaintConfig, ranks: int, device: torch.device, grid: int | None = None) -> _Setup:
     """Validate model, input and plan (same on every rank; raises PaintError/HalopaintError)."""
     import halopaint.kernels
-    bundle = ModelBundle.load(cfg.model)
     info = None
     warnings: list[str] = []
     if grid is None:
         info = read_info(cfg.density, require=("density",))
         grid = info.grid
+    # "default" → the shipped model nearest the input's redshift (the mismatch check below still applies)
+    bundle = ModelBundle.load(resolve_model_path(cfg.model, None if info is None else info.redshift))
+    if info is not None:
         problems = model_mismatches(info, bundle)
         if problems and not cfg.allow_mismatch:
             raise PaintError(f"{cfg.density}: {'; '.join(problems)} (use --allow-mismatch to paint anyway)")
@@ -338,7 +340,7 @@ def _summary(cfg, setup: _Setup, reports: list[dict], wall: float) -> dict:
 def _master_attrs(cfg, setup: _Setup, reports: list[dict], wall: float, input_attrs: dict) -> dict:
     info, edges = setup.info, setup.bundle.metadata.mass_bin_edges
     sel_edges = edges[setup.bins[0]: setup.bins[-1] + 2]
-    model_path = str(resolve_model_path(cfg.model))
+    model_path = str(resolve_model_path(cfg.model, info.redshift if info is not None else None))
     extra = dict(
         density_recipe=str(input_attrs.get("density_recipe", "")),
         model=model_path, model_sha256=model_digest(setup.bundle, setup.bins),
