@@ -296,13 +296,15 @@ def _prepare_outputs(config: SimulateConfig, comm) -> None:
 def simulate(config: SimulateConfig, comm=None, quiet: bool = False) -> list[str]:
     """Run the pipeline for `config` and write its file(s); → the paths written (one per redshift).
 
+    Progress goes to the `halopaint.simulate` logger (the CLI's --quiet silences it; `quiet` is kept for
+    callers of the old signature and does nothing).
+
     comm: an MPI communicator (default: COMM_WORLD under a multi-rank launcher, else one process).
     Collective under MPI: every rank must call it."""
     comm = _comm() if comm is None else comm
     if comm is not None and comm.Get_size() == 1:
         comm = None
     ranks = 1 if comm is None else comm.Get_size()
-    rank = 0 if comm is None else comm.Get_rank()
     err = None
     try:
         validate_config(config, ranks)

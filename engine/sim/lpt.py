@@ -80,7 +80,11 @@ def source_2lpt(phi1_k: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray
 
 def potential_2lpt(phi1_k: np.ndarray, fft: SlabFFT, box_size: float) -> np.ndarray:
     """φ̂2 = −FFT[source_2lpt]/k² (new y-slab array)."""
-    out = fft.forward(source_2lpt(phi1_k, fft, box_size))
+    source = source_2lpt(phi1_k, fft, box_size)
+    half = fft.rfft_yz_slab(source)
+    del source                                   # peak φ̂1 + 2 complex slabs, not + the real source too
+    out = fft.forward_x(half)
+    del half
     np.negative(out, out=out)
     return divide_by_k2_inplace(out, fft, box_size)
 
@@ -95,16 +99,30 @@ class Displacements:
     """
 
     def __init__(self, phi1_k: np.ndarray, phi2_k: np.ndarray | None, fft: SlabFFT, box_size: float):
+        self._build([phi1_k, phi2_k], fft, box_size)
+
+    @classmethod
+    def consume(cls, potentials: list, fft: SlabFFT, box_size: float) -> "Displacements":
+        """Build from [φ̂1, φ̂2 or None], emptying the list as each potential is used, so that a caller
+        holding no other reference frees φ̂1 before φ̂2's x-slabs are made (peak 5C instead of 6C)."""
+        self = cls.__new__(cls)
+        self._build(potentials, fft, box_size)
+        return self
+
+    def _build(self, potentials: list, fft: SlabFFT, box_size: float) -> None:
         self.fft = fft
         kx, _, kz, kyf = _axes(fft, box_size)
         self._ky, self._kz = -1j * kyf, -1j * kz
         ikx = lambda c0, c1: (-1j * kx).astype(np.complex64)
-        self._x1 = fft.backward_x(phi1_k, ikx)
-        self._r1 = fft.backward_x(phi1_k)
+        phi = potentials[0]
+        potentials[0] = None
+        self._x1, self._r1 = fft.backward_x(phi, ikx), fft.backward_x(phi)
+        del phi
         self._x2 = self._r2 = None
-        if phi2_k is not None:
-            self._x2 = fft.backward_x(phi2_k, ikx)
-            self._r2 = fft.backward_x(phi2_k)
+        phi = potentials[1]
+        potentials[1] = None
+        if phi is not None:
+            self._x2, self._r2 = fft.backward_x(phi, ikx), fft.backward_x(phi)
 
     def _grad(self, dx, rest, i0, i1) -> np.ndarray:
         fft = self.fft

@@ -70,8 +70,9 @@ class LptFields:
         log("2LPT: second-order potential")
         phi2 = potential_2lpt(phi1, fft, self.box_size)
         log("2LPT: displacement fields ψ1, ψ2")
-        self.disp = Displacements(phi1, phi2, fft, self.box_size)
+        potentials = [phi1, phi2]
         del phi1, phi2
+        self.disp = Displacements.consume(potentials, fft, self.box_size)
 
     def _steps(self) -> int:
         local = count_blocks(self.fft)
@@ -108,8 +109,9 @@ def nbody_initial_conditions(seed: int, n_part: int, box_size: float, linear: Li
     fft = SlabFFT(n_part)
     phi1 = potential_1lpt(linear_density_k(seed, n_part, box_size, linear), fft, box_size)
     phi2 = potential_2lpt(phi1, fft, box_size)
-    disp = Displacements(phi1, phi2, fft, box_size)
+    potentials = [phi1, phi2]
     del phi1, phi2
+    disp = Displacements.consume(potentials, fft, box_size)
     d1, d2 = float(linear.D1(a)), float(linear.D2(a))
     g1 = float(a * a * linear.efunc(a) * linear.f1(a) * d1)
     g2 = float(a * a * linear.efunc(a) * linear.f2(a) * d2)

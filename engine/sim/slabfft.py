@@ -168,13 +168,17 @@ class SlabFFT:
         return [(i, min(m, i + step)) for i in range(0, m, step)]
 
     # ------------------------------------------------------------------------------ whole 3D
-    def forward(self, real: np.ndarray) -> np.ndarray:
-        """Real x-slab (nx, n, n) → y-slab spectrum (n, ny, nh) (numpy rfftn convention). Collective."""
+    def rfft_yz_slab(self, real: np.ndarray) -> np.ndarray:
+        """Real x-slab (nx, n, n) → (nx, n, nh) transformed along y and z, chunk by chunk."""
         dtype = np.complex128 if real.dtype == np.float64 else np.complex64
         half = np.empty((self.nx, self.n, self.nh), dtype=dtype)
         for i0, i1 in self.plane_chunks():
             half[i0:i1] = self.rfft_yz(real[i0:i1])
-        return self.forward_x(half)
+        return half
+
+    def forward(self, real: np.ndarray) -> np.ndarray:
+        """Real x-slab (nx, n, n) → y-slab spectrum (n, ny, nh) (numpy rfftn convention). Collective."""
+        return self.forward_x(self.rfft_yz_slab(real))
 
     def backward(self, spec: np.ndarray) -> np.ndarray:
         """y-slab spectrum (n, ny, nh) → real x-slab (nx, n, n) (numpy irfftn convention). Collective."""
