@@ -93,7 +93,7 @@ def test_lpt_only_has_the_same_density_and_no_halos(small_runs):
     (["--redshift", "-0.5"], "redshift"),
     (["--omega-b", "0.5"], "Omega_b"),
     (["--sigma8", "-1"], "sigma8"),
-    (["--grid", "8192", "--lpt-only"], "GiB"),
+    (["--grid", "8192", "--box", "16384", "--lpt-only"], "GiB"),
     (["--particles-per-side", "4096"], "GiB"),
 ])
 def test_bad_input_one_line_error_and_no_file(tmp_path, capsys, argv, message):
