@@ -326,7 +326,7 @@ def validate_simulate_config(cfg) -> None:
         check_range(name, value, option[name])
     if not cfg.cosmology.Omega_b < cfg.cosmology.Omega_m:
         raise ValidationError(f"--omega-b {cfg.cosmology.Omega_b:g} must be below --omega-m "
-                              f"{cfg.cosmology.Omega_m:g}")
+                              f"{cfg.cosmology.Omega_m:g} (need Omega_b < Omega_m)")
 
 
 def check_bundle_metadata(meta, path: str) -> None:

@@ -99,7 +99,7 @@ def test_lpt_only_has_the_same_density_and_no_halos(small_runs):
     (["--pm-steps", "0"], "--pm-steps"),
     (["--lpt-particles-per-voxel", "0"], "lpt-particles-per-voxel"),
     (["--redshift", "-0.5"], "redshift"),
-    (["--omega-b", "0.5"], "omega-b"),
+    (["--omega-b", "0.5"], "Omega_b"),
     (["--sigma8", "-1"], "sigma8"),
     (["--grid", "4096", "--box", "16384", "--lpt-only"], "GiB"),
     (["--particles-per-side", "4096"], "GiB"),
