@@ -211,7 +211,7 @@ def test_simulate_interrupted_leaves_nothing(tmp_path, sig):
                             env=_env())
     try:
         for line in proc.stderr:                   # first progress line: the simulation is under way
-            if "[simulate" in line:
+            if line.startswith("halopaint simulate:") and "error" not in line:
                 break
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=TIMEOUT)

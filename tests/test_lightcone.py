@@ -217,7 +217,7 @@ def test_bad_input_is_refused_before_any_output(tmp_path):
         (dict(z_max=2.0), "from its nearest snapshot"),
         (dict(snapshot_tolerance=-1.0), "--snapshot-tolerance"),
         (dict(velocity_dispersion=(1.0, 2.0, 3.0)), "--velocity-dispersion"),
-        (dict(out=p), "one of the inputs"),
+        (dict(out=p), "would overwrite the input"),
         (dict(densities=(d, d)), "2 density files for 1 snapshots"),
         (dict(mass_bins=(5,)), "mass bin 5 does not exist"),
         (dict(z_edges=(0.1, 0.05)), "--z-edges must be"),

@@ -145,5 +145,5 @@ def validate_options(cfg: LightconeConfig, hp, n_bins: int) -> None:
         raise LightconeError("no output file given (--out)")
     for path in (*cfg.inputs, *cfg.densities):
         if _same_file(cfg.out, path) or os.path.abspath(cfg.out) == os.path.abspath(path):
-            raise LightconeError(f"--out {cfg.out} is one of the inputs; choose another output name")
+            raise LightconeError(f"--out {cfg.out} would overwrite the input {path}; choose another output name")
     check_writable(cfg.out)
