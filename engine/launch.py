@@ -9,7 +9,9 @@ Only environment variables are read here (no shared-file rendezvous). Each launc
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -126,3 +128,35 @@ def mpi_local_placement(comm) -> tuple[int, int]:
         return node.Get_rank(), node.Get_size()
     finally:
         node.Free()
+
+
+def agree_errors(comm, local_error: str | None, error_type: type) -> None:
+    """Collective check: if any rank of `comm` (None: one process) has an error message, every rank
+    raises the first one (lowest rank) as `error_type(message)` with `collective = True`, so the CLI
+    prints it once; the message names its rank when the ranks disagree."""
+    errors = [local_error] if comm is None else comm.allgather(local_error)
+    for rank, msg in enumerate(errors):
+        if msg is not None:
+            several = comm is not None and comm.Get_size() > 1 and len(set(errors)) > 1
+            exc = error_type((f"[rank {rank}] " if several else "") + msg)
+            exc.collective = True
+            raise exc
+
+
+@contextlib.contextmanager
+def abort_on_unexpected(comm, command: str):
+    """Around a distributed command's work: an unexpected exception (not a HalopaintError, ValueError or
+    interruption) on one rank is printed with its traceback and aborts the whole job, so no other rank is
+    left waiting in a collective; on one rank it propagates unchanged."""
+    try:
+        yield
+    except (HalopaintError, ValueError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if comm is not None and comm.Get_size() > 1:
+            import traceback
+            traceback.print_exc()
+            line = " ".join(f"{exc.__class__.__name__}: {exc}".split())
+            print(f"halopaint {command}: error: [rank {comm.Get_rank()}] {line}", file=sys.stderr, flush=True)
+            comm.Abort(1)
+        raise

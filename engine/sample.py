@@ -39,6 +39,7 @@ from halopaint.decomposition import SlabPlan, periodic_ranges
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, check_writable, same_voxel_size, standard_attrs, temporary_path
 from halopaint.log import get_logger, progress
+from halopaint.launch import agree_errors
 from halopaint.model import CountModel, ModelBundle, resolve_model_path
 from halopaint.sim.grids import cic_corners
 
@@ -361,12 +362,7 @@ def realization_parts_dir(out) -> Path:
 
 def _agree(comm, local_error: str | None) -> None:
     """Collective: if any rank has an error, every rank raises the first one (CLI prints it once)."""
-    errors = comm.allgather(local_error)
-    for rank, msg in enumerate(errors):
-        if msg is not None:
-            exc = SampleError((f"[rank {rank}] " if comm.Get_size() > 1 and len(set(errors)) > 1 else "") + msg)
-            exc.collective = True
-            raise exc
+    agree_errors(comm, local_error, SampleError)
 
 
 @dataclass

@@ -27,7 +27,9 @@ import numpy as np
 
 from halopaint.config import DensityRecipe, SimulateConfig
 from halopaint.errors import HalopaintError
+from halopaint.launch import agree_errors
 from halopaint.log import get_logger
+from halopaint.validation import interruption_point
 
 log = get_logger(__name__)
 
@@ -50,10 +52,7 @@ def _collective(message: str) -> SimulateError:
 
 def agree(comm, local_error: str | None) -> None:
     """Collective: if any rank has an error, every rank raises the first one (lowest rank)."""
-    errors = [local_error] if comm is None else comm.allgather(local_error)
-    for msg in errors:
-        if msg is not None:
-            raise _collective(msg)
+    agree_errors(comm, local_error, SimulateError)
 
 
 def density_recipe(config: SimulateConfig) -> DensityRecipe:
@@ -319,8 +318,8 @@ def simulate(config: SimulateConfig, comm=None, quiet: bool = False) -> list[str
         return _run(config, None, need)
     try:
         return _run(config, comm, need)
-    except HalopaintError:
-        raise                     # collective ones: every rank has it; others: the CLI aborts the job
+    except (HalopaintError, KeyboardInterrupt):
+        raise                     # the CLI reports it ("interrupted by SIG…") and aborts the other ranks
     except BaseException as exc:
         # an error on one rank (memory, I/O, a bug) would leave the others waiting in a collective
         # forever: report it and abort the whole job (no part or master is marked complete)
@@ -344,7 +343,8 @@ def _run(config: SimulateConfig, comm, need: int) -> list[str]:
     if hook is not None and int(hook) == rank:
         raise RuntimeError(f"test hook {FAIL_HOOK_ENV}: rank {rank} fails after the 2LPT stage")
     written = []
-    for z in config.output_redshifts:
+    for i, z in enumerate(config.output_redshifts):
+        interruption_point("simulate", i + 1, rank)       # test hook (HALOPAINT_TEST_SIGNAL), else nothing
         a = 1.0 / (1.0 + z)
         clock(f"z={z:g}: displacing {lpt.n_lat}³ particles, CIC onto {config.grid}³")
         fields = lpt.at(a)

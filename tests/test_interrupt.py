@@ -226,6 +226,19 @@ def test_simulate_interrupted_leaves_nothing(tmp_path, sig):
     no_leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("sig", ["INT", "TERM"])
+def test_simulate_one_rank_of_two_signalled_ends_the_job(tmp_path, sig):
+    """Distributed simulate: rank 1 signals itself before writing its second redshift → the job ends (no
+    hang), one clear message, no file marked complete."""
+    out = tmp_path / "snap_z{z}.h5"
+    res = cli("simulate", "--lpt-only", "--grid", "24", "--box", "96", "--redshift", "0.0,1.0", "--out", str(out),
+              ranks=2, hook=f"simulate:1:2:{sig}")
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    # the signalled rank's one line is printed before it aborts the job; the launcher may cut it short
+    assert all("interrupted by SIG" in line for line in error_lines(res.stderr, "simulate")), res.stderr
+    assert not is_complete(tmp_path / "snap_z1.h5")
+
+
 # ------------------------------------------------------------------------------------------------ train
 
 def train_args(files, out, steps: int = 4) -> list[str]:

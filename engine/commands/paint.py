@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=d.model, help="model bundle file, or 'default' for the shipped model")
     p.add_argument("--density", default=d.density, help="input field file with /density (N, N, N) ρ/ρ̄")
     p.add_argument("--out", default=d.out,
-                   help="output field file; its per-rank parts go to OUT.parts/ next to it")
+                   help="output field file; its per-rank parts go to OUT.parts/ next to it (OUT = the whole output name, e.g. x.h5.parts/)")
     p.add_argument("--mass-bins", default="all", help="all (default), or a contiguous selection: 2, 0,1, 1-3")
     mem = f"{d.max_memory_bytes / 2**30:g}GiB"
     p.add_argument("--max-memory", default=mem,
@@ -71,25 +71,15 @@ def run(args) -> int:
     cfg = config_from_args(args)
     from mpi4py import MPI
     from halopaint import paint
-    from halopaint.errors import HalopaintError
+    from halopaint.launch import abort_on_unexpected
     comm = MPI.COMM_WORLD
-    try:
+    with abort_on_unexpected(comm, "paint"):   # one rank's unexpected failure must not leave the others waiting
         if cfg.dry_run:
             text = paint.dry_run(cfg, comm)
             if comm.Get_rank() == 0:
                 print(text)
             return 0
         summary = paint.paint(cfg, comm)
-    except (HalopaintError, ValueError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # an unexpected failure on one rank must not leave the others waiting
-        if comm.Get_size() > 1:
-            import traceback
-            traceback.print_exc()
-            line = " ".join(f"{exc.__class__.__name__}: {exc}".split())
-            print(f"halopaint paint: error: [rank {comm.Get_rank()}] {line}", file=sys.stderr, flush=True)
-            comm.Abort(1)
-        raise
     if comm.Get_rank() == 0:
         split = ", ".join(f"{k} {v:.1f} s" for k, v in summary["split_s"].items())
         print(f"painted {summary['grid']}³ × {len(summary['bins'])} bins on {summary['ranks']} ranks "

@@ -42,26 +42,14 @@ def config_from_args(args):
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    import sys
-
     from mpi4py import MPI
 
     from halopaint import sample
-    from halopaint.errors import HalopaintError
+    from halopaint.launch import abort_on_unexpected
     from halopaint.log import get_logger
     comm = MPI.COMM_WORLD
-    try:
+    with abort_on_unexpected(comm, "sample"):   # one rank's unexpected failure must not leave the others waiting
         summary = sample.sample(cfg, comm)
-    except (HalopaintError, ValueError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # an unexpected failure on one rank must not leave the others waiting
-        if comm.Get_size() > 1:
-            import traceback
-            traceback.print_exc()
-            line = " ".join(f"{exc.__class__.__name__}: {exc}".split())
-            print(f"halopaint sample: error: [rank {comm.Get_rank()}] {line}", file=sys.stderr, flush=True)
-            comm.Abort(1)
-        raise
     if summary is not None:
         cat = "" if summary["catalogue_rows"] is None else f", catalogue of {summary['catalogue_rows']} halos"
         get_logger("halopaint.commands.sample").info(

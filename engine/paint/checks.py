@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from halopaint.config import DensityRecipe
 from halopaint.errors import HalopaintError
+from halopaint.launch import agree_errors
 from halopaint.fields import FieldInfo, same_voxel_size
 from halopaint.model import ModelBundle
 from halopaint.validation import scan_density
@@ -29,12 +30,7 @@ def collective_error(message: str) -> PaintError:
 
 def agree(comm, local_error: str | None) -> None:
     """Collective check: if any rank has an error, every rank raises the first one (lowest rank)."""
-    errors = comm.allgather(local_error)
-    for rank, msg in enumerate(errors):
-        if msg is not None:
-            prefix = f"[rank {rank}] " if comm.Get_size() > 1 and any(
-                e != msg for e in errors) else ""
-            raise collective_error(prefix + msg)
+    agree_errors(comm, local_error, PaintError)
 
 
 def model_mismatches(info: FieldInfo, bundle: ModelBundle) -> list[str]:
