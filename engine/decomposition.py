@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from halopaint.errors import HalopaintError
+from halopaint.partition import part_bounds
 
 MIN_GRID = 25  # smallest N painted: below this the periodic box is smaller than a few receptive fields
 
@@ -34,9 +35,7 @@ class SlabPlan:
         """[x0, x1) of `rank`'s own planes."""
         if not 0 <= rank < self.ranks:
             raise ValueError(f"rank {rank} outside 0..{self.ranks - 1}")
-        base, extra = divmod(self.grid, self.ranks)
-        x0 = rank * base + min(rank, extra)
-        return x0, x0 + base + (1 if rank < extra else 0)
+        return part_bounds(self.grid, self.ranks, rank)
 
     def thickness(self, rank: int) -> int:
         x0, x1 = self.bounds(rank)

@@ -6,7 +6,7 @@
 Every `import` / `from … import` in the package's sources is read with `ast` (function-level imports
 included; strings passed to importlib are not imports and are not seen). Layers, lowest first:
 
-  0 foundation     errors, config, log, fourier         (import nothing but each other)
+  0 foundation     errors, config, log, fourier, partition (import nothing but each other)
   1 base           kernels.*, sim.*                     (pure numerics and physics, no file I/O)
   2 core           model, fields, decomposition, launch, ddp, patches, allocator, validation
   3 drivers        paint, train, simulation, analysis.* (each independent of the others)
@@ -33,7 +33,7 @@ FOLDERS = {"engine": "halopaint", "kernels": "halopaint.kernels", "analysis": "h
 PACKAGE = "halopaint"
 
 LAYERS = {
-    0: ("errors", "config", "log", "fourier"),
+    0: ("errors", "config", "log", "fourier", "partition"),
     1: ("kernels", "sim"),
     2: ("model", "fields", "decomposition", "launch", "ddp", "patches", "allocator", "validation"),
     3: ("paint", "train", "simulation", "analysis"),

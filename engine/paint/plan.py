@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from halopaint.decomposition import SlabPlan
 from halopaint.paint.checks import PaintError
+from halopaint.partition import even_split
 
 # Resident memory of a rank outside the tiles (Python, torch, h5py, MPI): measured ≈ 0.3–0.4 GB on CPU.
 RUNTIME_OVERHEAD_BYTES = 512 * 1024**2
@@ -31,14 +32,7 @@ class TileShape:
 
 def split_extent(length: int, max_part: int) -> list[tuple[int, int]]:
     """[0, length) cut into ceil(length/max_part) contiguous parts differing by ≤ 1."""
-    k = -(-length // max_part)
-    base, extra = divmod(length, k)
-    bounds, start = [], 0
-    for i in range(k):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
+    return even_split(length, -(-length // max_part))
 
 
 def tiles_of_slab(thickness: int, grid: int, shape: TileShape) -> list[tuple[int, int, int, int, int, int]]:

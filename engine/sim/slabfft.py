@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 import scipy.fft
 
+from halopaint.partition import even_split
+
 #: elements per chunk of planes/rows/columns: ~16 MB temporaries (freshly mapped large allocations cost
 #: page faults that dominate on some VMs, so chunks stay in the allocator's reuse range).
 CHUNK_ELEMENTS = 1 << 21
@@ -40,13 +42,7 @@ def fft_workers() -> int:
 
 def split_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     """[0, n) in `parts` contiguous ranges differing by ≤ 1 (the first n mod parts one longer)."""
-    base, extra = divmod(n, parts)
-    out, x0 = [], 0
-    for r in range(parts):
-        x1 = x0 + base + (1 if r < extra else 0)
-        out.append((x0, x1))
-        x0 = x1
-    return out
+    return even_split(n, parts)
 
 
 def _mpi_type(dtype: np.dtype):
