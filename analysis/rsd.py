@@ -10,7 +10,7 @@ with its compensation, shot noise reported not subtracted) in real space and in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
@@ -57,12 +57,21 @@ def read_catalogue(path: str, m_min: float = 0.0, m_max: float = np.inf, group: 
                      omega_m=info.cosmology.Omega_m, source=f"{path}:/{names[0]}")
 
 
-def multipoles_of(cat: Catalogue, grid: int, axis: int = 2) -> dict[str, Multipoles]:
-    """{'real': …, 'redshift': …} multipoles of a catalogue on a grid³ CIC mesh."""
-    common = dict(box_size=cat.box_size, grid=grid, redshift=cat.redshift, omega_m=cat.omega_m, axis=axis,
-                  mas="cic")
-    return {"real": catalogue_multipoles(cat.pos, None, **common),
-            "redshift": catalogue_multipoles(cat.pos, cat.vel, **common)}
+def average_multipoles(sets: list[Multipoles]) -> Multipoles:
+    """The mean of P0, P2, P4 over several lines of sight of one catalogue (same k bins); attrs['axes']
+    lists them (the usual way to beat down the quadrupole's variance in a periodic box)."""
+    first = sets[0]
+    mean = {name: np.mean([getattr(m, name) for m in sets], axis=0) for name in ("P0", "P2", "P4")}
+    return replace(first, **mean, attrs=dict(first.attrs, axes=[m.axis for m in sets]))
+
+
+def multipoles_of(cat: Catalogue, grid: int, axes: tuple[int, ...] = (2,)) -> dict[str, Multipoles]:
+    """{'real': …, 'redshift': …} multipoles of a catalogue on a grid³ CIC mesh; the redshift-space ones
+    (and the real-space P2, P4) averaged over the lines of sight `axes`."""
+    common = dict(box_size=cat.box_size, grid=grid, redshift=cat.redshift, omega_m=cat.omega_m, mas="cic")
+    return {"real": average_multipoles([catalogue_multipoles(cat.pos, None, axis=a, **common) for a in axes]),
+            "redshift": average_multipoles([catalogue_multipoles(cat.pos, cat.vel, axis=a, **common)
+                                            for a in axes])}
 
 
 @dataclass
@@ -88,11 +97,12 @@ class RSDComparison:
         return out
 
 
-def compare(pred: Catalogue, ref: Catalogue, grid: int, axis: int = 2) -> RSDComparison:
-    """Multipoles of a predicted catalogue against the reference one (same box) in both spaces."""
+def compare(pred: Catalogue, ref: Catalogue, grid: int, axes: tuple[int, ...] = (2,)) -> RSDComparison:
+    """Multipoles of a predicted catalogue against the reference one (same box) in both spaces, each the
+    mean over the lines of sight `axes` (default z only)."""
     if abs(pred.box_size - ref.box_size) > 1e-6 * ref.box_size:
         raise HalopaintError(f"{pred.source} and {ref.source} are of different boxes")
-    mp, mr = multipoles_of(pred, grid, axis), multipoles_of(ref, grid, axis)
+    mp, mr = multipoles_of(pred, grid, axes), multipoles_of(ref, grid, axes)
     k = mr["real"].k
     return RSDComparison(k=k, p0_real_ratio=mp["real"].P0 / mr["real"].P0,
                          p0_redshift_ratio=mp["redshift"].P0 / mr["redshift"].P0,
@@ -108,6 +118,7 @@ def write(group: h5py.Group, comparison: RSDComparison) -> None:
             g = group.create_group(f"{who}/{space}")
             for name in ("k", "P0", "P2", "P4", "nmodes"):
                 g.create_dataset(name, data=getattr(m, name))
-            g.attrs.update({"shot_noise": m.shot_noise, "n_objects": m.attrs["n_objects"], "axis": m.axis})
+            g.attrs.update({"shot_noise": m.shot_noise, "n_objects": m.attrs["n_objects"],
+                            "axes": np.asarray(m.attrs.get("axes", [m.axis]), np.int64)})
     for name in ("k", "p0_real_ratio", "p0_redshift_ratio", "p2_over_p0_ratio"):
         group.create_dataset(name, data=getattr(comparison, name))

@@ -66,7 +66,9 @@ def measure_mean_counts(bundle: ModelBundle, paths: list[str]) -> tuple[np.ndarr
 def scale_counts(bundle: ModelBundle, factors, note: dict | None = None) -> ModelBundle:
     """A bundle painting factors[b] × the original field in bin b (output conv weight and bias scaled).
 
-    `note` is stored as metadata.training["count_calibration"] (with the factors).
+    `note` is stored as metadata.training["count_calibration"] (with the factors). A count model is
+    dropped (it was fitted for the old painted means and would be refused as stale): refit it on the new
+    bundle with jobs/fit_count_model.py.
     """
     factors = [float(c) for c in factors]
     if len(factors) != bundle.n_bins:
@@ -84,8 +86,11 @@ def scale_counts(bundle: ModelBundle, factors, note: dict | None = None) -> Mode
     record = {"factors": factors, **(note or {})}
     if "count_calibration" in training:   # calibrating twice: keep the history, factors multiply
         record["previous"] = training["count_calibration"]
+    if bundle.metadata.count_model is not None:
+        record["count_model_dropped"] = "fitted for the uncalibrated means; refit with jobs/fit_count_model.py"
     training["count_calibration"] = record
-    return replace(bundle, generators=generators, metadata=replace(bundle.metadata, training=training))
+    return replace(bundle, generators=generators,
+                   metadata=replace(bundle.metadata, training=training, count_model=None))
 
 
 def calibrate_counts(bundle: ModelBundle, paths: list[str],

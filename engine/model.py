@@ -118,8 +118,9 @@ class CountModel:
     increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
-    velocity_dispersion[b] = σ_b [km/s]: per-component Gaussian dispersion of halo velocities about the
-    density file's /velocity field at the halo position (None: not calibrated).
+    velocity_bias[b] = g_b and velocity_dispersion[b] = σ_b [km/s]: a halo's velocity is g_b times the
+    density file's /velocity at its position plus a per-component Gaussian of σ_b (None: not calibrated;
+    g_b = 1 when only σ_b is given).
     generator_sha256[b]: digest of bin b's generator weights the law was fitted with (a count model is
     only valid for the painted means it was fitted on; ModelBundle.load refuses a stale one).
     provenance: how it was fitted (command, data files with SHA-256, diagnostics).
@@ -129,6 +130,7 @@ class CountModel:
     mu_breaks: list[list[float]]
     mass_slope: list[float] | None = None
     velocity_dispersion: list[float] | None = None
+    velocity_bias: list[float] | None = None
     generator_sha256: list[str] | None = None
     provenance: dict = field(default_factory=dict)
     law: str = "quadratic-variance"
@@ -145,7 +147,7 @@ class CountModel:
             if any(not (math.isfinite(x) and x > 0) for x in br) or any(y <= x for x, y in zip(br, br[1:])):
                 raise ValueError(f"count model bin {b}: mu_breaks must be positive and increasing")
         for name, values in (("mass_slope", self.mass_slope), ("velocity_dispersion", self.velocity_dispersion),
-                             ("generator_sha256", self.generator_sha256)):
+                             ("velocity_bias", self.velocity_bias), ("generator_sha256", self.generator_sha256)):
             if values is not None and len(values) != n:
                 raise ValueError(f"count model: {len(values)} {name} entries for {n} mass bins")
         if self.mass_slope is not None and not all(math.isfinite(x) for x in self.mass_slope):
@@ -153,6 +155,8 @@ class CountModel:
         if self.velocity_dispersion is not None and not all(
                 math.isfinite(x) and x >= 0 for x in self.velocity_dispersion):
             raise ValueError("count model: velocity_dispersion must be finite and ≥ 0 [km/s]")
+        if self.velocity_bias is not None and not all(math.isfinite(x) and x > 0 for x in self.velocity_bias):
+            raise ValueError("count model: velocity_bias must be finite and > 0")
 
     @property
     def n_bins(self) -> int:
@@ -169,7 +173,7 @@ class CountModel:
         pick = lambda v: None if v is None else [v[b] for b in bins]  # noqa: E731
         return replace(self, alpha=[list(self.alpha[b]) for b in bins],
                        mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
-                       velocity_dispersion=pick(self.velocity_dispersion),
+                       velocity_dispersion=pick(self.velocity_dispersion), velocity_bias=pick(self.velocity_bias),
                        generator_sha256=pick(self.generator_sha256))
 
     def to_dict(self) -> dict:
@@ -180,6 +184,7 @@ class CountModel:
         floats = lambda v: None if v is None else [float(x) for x in v]  # noqa: E731
         return cls(alpha=[floats(a) for a in d["alpha"]], mu_breaks=[floats(m) for m in d["mu_breaks"]],
                    mass_slope=floats(d.get("mass_slope")), velocity_dispersion=floats(d.get("velocity_dispersion")),
+                   velocity_bias=floats(d.get("velocity_bias")),
                    generator_sha256=None if d.get("generator_sha256") is None else [str(s) for s in
                                                                                     d["generator_sha256"]],
                    provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")))

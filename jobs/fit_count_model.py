@@ -9,8 +9,9 @@ piecewise constant over K ranges of μ). `--mu-ranges auto` chooses K in {1, 2, 
 cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
 of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
-/catalog/vel and a velocity field, the per-bin velocity dispersion about /lpt_velocity (the 2LPT field a
-production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity). Use training boxes only. Everything, with
+/catalog/vel and a velocity field, the per-bin velocity law about /lpt_velocity (the 2LPT field a
+production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity):
+v_halo = g_b · field(x_halo) + N(0, σ_b²) per component (halopaint.sample.fit_velocity_law). Use training boxes only. Everything, with
 the files' SHA-256, goes to metadata.count_model.provenance; the generators are untouched (checked: the
 new bundle paints bit-identically). Written atomically and loaded back.
 """
@@ -31,8 +32,8 @@ from halopaint.errors import HalopaintError  # noqa: E402
 from halopaint.fields import FieldFile, file_provenance, same_voxel_size  # noqa: E402
 from halopaint.model import CountModel, ModelBundle, generator_digest  # noqa: E402
 from halopaint.paint import paint_whole_box  # noqa: E402
-from halopaint.sample import (fit_count_law, fit_mass_slope, fit_velocity_dispersion,  # noqa: E402
-                              sample_counts)
+from halopaint.sample import (fit_count_law, fit_mass_slope, fit_velocity_law, sample_counts,  # noqa: E402
+                              slab_cic_readout)
 
 CANDIDATE_RANGES = (1, 2, 4)
 CV_SEED = 12345
@@ -108,16 +109,15 @@ def main(argv=None) -> int:
         if all(x["mass"] is not None for x in boxes):
             masses = np.concatenate([x["mass"] for x in boxes])
             slopes = [fit_mass_slope(masses, edges[b], edges[b + 1]) for b in range(n_bins)]
-        sigma, note = None, "not calibrated: the boxes have no /velocity and /catalog/vel"
+        gain, sigma, note = None, None, "not calibrated: the boxes have no /velocity and /catalog/vel"
         if all("vel" in x for x in boxes):
-            fits = [fit_velocity_dispersion(x["pos"], x["vel"], x["mass"], x["velocity"], x["info"].box_size,
-                                            edges) for x in boxes]
-            n = np.sum([c for _, c in fits], axis=0)
-            sigma = [float(np.sqrt(np.nansum([s[b] ** 2 * c[b] for s, c in fits]) / max(n[b], 1)))
-                     for b in range(n_bins)]
+            at_halo = [slab_cic_readout(x["velocity"], 0, x["pos"], x["info"].box_size) for x in boxes]
+            g, s, _ = fit_velocity_law(np.concatenate(at_halo), np.concatenate([x["vel"] for x in boxes]),
+                                       np.concatenate([x["mass"] for x in boxes]), edges)
+            gain, sigma = [float(v) if np.isfinite(v) else 1.0 for v in g], [float(np.nan_to_num(v)) for v in s]
             fields = sorted({x["velocity_field"] for x in boxes})
-            note = (f"RMS per component of N-body halo velocity (/catalog/vel) − CIC({', '.join(fields)}) at the "
-                    "halo, over all boxes")
+            note = (f"/catalog/vel of the N-body halos = g_b * CIC({', '.join(fields)}) at the halo + N(0, sigma_b) "
+                    "per component; g_b least squares through 0, sigma_b the residual RMS, over all boxes")
         provenance = dict(command=command, data=[x["provenance"] for x in boxes], mu_ranges=ranges,
                           cv_scores={str(k): v for k, v in scores.items()},
                           selection="K of min leave-one-box-out score over {1, 2, 4} (fixed before any "
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                           per_bin=diags, mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
                           velocity_dispersion=note)
         cm = CountModel(alpha=alpha, mu_breaks=breaks, mass_slope=slopes, velocity_dispersion=sigma,
-                        generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
+                        velocity_bias=gain, generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
         new = replace(bundle, metadata=replace(bundle.metadata, count_model=cm))
         new.save(args.out)
         back = ModelBundle.load(args.out)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         print("leave-one-box-out scores: " + ", ".join(f"K={k}: {v:.4f}" for k, v in scores.items()))
     for b in range(n_bins):
         extra = "" if slopes is None else f", mass slope beta {slopes[b]:.3f}"
-        extra += "" if sigma is None else f", sigma_v {sigma[b]:.1f} km/s"
+        extra += "" if sigma is None else f", velocity gain {gain[b]:.3f}, sigma_v {sigma[b]:.1f} km/s"
         print(f"bin {b}: alpha {np.round(alpha[b], 4).tolist()} (mu breaks {np.round(breaks[b], 4).tolist()})"
               f"{extra}")
     print(f"velocity dispersion: {note}")

@@ -57,3 +57,18 @@ def test_bad_catalogues_are_refused(tmp_path):
     _write_catalogue(tmp_path / "c.h5", "catalog", np.zeros((3, 3)), np.zeros((3, 3)), np.full(3, 1e12))
     with pytest.raises(HalopaintError, match="no halo with mass"):
         rsd.read_catalogue(str(tmp_path / "c.h5"), 1e13, 1e14)
+
+
+def test_lines_of_sight_are_averaged(tmp_path):
+    """compare(axes=(0, 1, 2)) is the mean of the single-axis multipoles; the axes are recorded."""
+    rng = np.random.default_rng(5)
+    n = 20000
+    pos, vel, mass = rng.random((n, 3)) * BOX, rng.normal(scale=300.0, size=(n, 3)), np.full(n, 5e12)
+    _write_catalogue(tmp_path / "t.h5", "catalog", pos, vel, mass)
+    cat = rsd.read_catalogue(str(tmp_path / "t.h5"))
+    single = [rsd.multipoles_of(cat, 32, axes=(a,))["redshift"] for a in (0, 1, 2)]
+    mean = rsd.multipoles_of(cat, 32, axes=(0, 1, 2))["redshift"]
+    np.testing.assert_allclose(mean.P2, np.mean([m.P2 for m in single], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(mean.P0, np.mean([m.P0 for m in single], axis=0), rtol=1e-12)
+    assert mean.attrs["axes"] == [0, 1, 2]
+    assert not np.allclose(single[0].P2, single[2].P2)

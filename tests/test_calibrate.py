@@ -83,3 +83,17 @@ def test_cli_writes_a_loadable_bundle_and_refuses_bad_input(tmp_path):
                              capture_output=True, text=True)
         assert res.returncode == 2 and expect in res.stderr, (expect, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and not bad.exists()
+
+
+def test_scaling_drops_a_count_model_that_would_go_stale(tmp_path):
+    """A calibrated bundle must still load: the count model (fitted for the old means) is dropped, noted."""
+    from halopaint.model import CountModel, generator_digest
+    bundle = random_bundle(n_bins=2, seed=1)
+    cm = CountModel(alpha=[[-0.2], [0.1]], mu_breaks=[[], []],
+                    generator_sha256=[generator_digest(g) for g in bundle.generators])
+    with_law = dataclasses.replace(bundle, metadata=dataclasses.replace(bundle.metadata, count_model=cm))
+    scaled = scale_counts(with_law, [0.9, 1.1])
+    assert scaled.metadata.count_model is None
+    assert "refit" in scaled.metadata.training["count_calibration"]["count_model_dropped"]
+    scaled.save(tmp_path / "s.pt")
+    assert ModelBundle.load(tmp_path / "s.pt").metadata.count_model is None

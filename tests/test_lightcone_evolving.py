@@ -82,6 +82,34 @@ def test_catalogue_columns_from_a_sampled_snapshot_and_its_velocities(tmp_path):
     assert np.all(np.abs(cat["z_obs"] - cat["z_cos"]) > 0)
 
 
+def test_sampled_snapshots_carry_their_velocity_law(tmp_path):
+    """Without --velocity-dispersion, a sampled snapshot's count model (g_b, σ_b fitted at its redshift)
+    sets the velocities: σ = 0 and g = 1.5 in bin 1 give v_los = 1.5 v·r̂ exactly; recorded in the attrs."""
+    import json
+    from halopaint.model import CountModel
+    n, box = 8, 32.0
+    counts = np.zeros((2, n, n, n), np.int32)
+    counts[1, 6, 1, 5] = 7
+    write_sampled(tmp_path / "s.h5", counts, box, 0.0)
+    law = CountModel(alpha=[[0.0], [0.0]], mu_breaks=[[], []], velocity_dispersion=[90.0, 0.0],
+                     velocity_bias=[1.1, 1.5])
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.attrs["count_model"] = json.dumps(law.to_dict())
+    v = np.array([300.0, -200.0, 100.0])
+    write_density(tmp_path / "d.h5", n, box, 0.0, np.broadcast_to(v[:, None, None, None], (3, n, n, n)).copy())
+    cfg = LightconeConfig(inputs=(str(tmp_path / "s.h5"),), densities=(str(tmp_path / "d.h5"),),
+                          out=str(tmp_path / "lc.h5"), z_edges=(0.0, 0.012), nside=16, observer=(2.0, 2.0, 2.0),
+                          figure=False, catalogue=True)
+    lightcone.build(cfg, comm=None, progress=False)
+    with h5py.File(cfg.out) as f:
+        ra, dec, v_los = (np.radians(f["catalogue/ra"][:]), np.radians(f["catalogue/dec"][:]),
+                          f["catalogue/v_los"][:])
+        np.testing.assert_allclose(f.attrs["velocity_gain"], [[1.1, 1.5]])
+        np.testing.assert_allclose(f.attrs["velocity_dispersion"], [[90.0, 0.0]])
+    rhat = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
+    np.testing.assert_allclose(v_los, 1.5 * (rhat @ v), rtol=1e-6, atol=1e-3)
+
+
 def test_masses_follow_the_mass_function_in_the_bin():
     from halopaint.sim.cosmology import LinearCosmology
     from halopaint.sim.massfunction import MassSampler, watson13_dndlnm
@@ -99,7 +127,10 @@ def test_masses_follow_the_mass_function_in_the_bin():
     np.testing.assert_allclose(counts / counts.sum(), want / want.sum(), rtol=0.02)
 
 
-def test_fits_maps_and_table_round_trip(tmp_path):
+@pytest.mark.parametrize("chunk_rows", [3, 1 << 20])
+def test_fits_maps_and_table_round_trip(tmp_path, monkeypatch, chunk_rows):
+    """FITS maps and the streamed catalogue table (in chunks of `chunk_rows`) read back exactly."""
+    monkeypatch.setattr("halopaint.lightcone.driver.FITS_CHUNK_ROWS", chunk_rows)
     from astropy.io import fits
     n, box = 8, 32.0
     rng = np.random.default_rng(4)
@@ -122,8 +153,10 @@ def test_fits_maps_and_table_round_trip(tmp_path):
         assert header["CHIMAX"] == pytest.approx(chi[s + 1]) and header["MLO1"] == pytest.approx(default_mass_bin_edges()[1])
     with fits.open(summary["fits_catalogue"]) as hdul:
         table = hdul["HALOS"].data
+        assert len(table) == len(cat["ra"]) > 3
         for k in lightcone.CATALOGUE_COLUMNS:
             np.testing.assert_array_equal(table[k.upper()], cat[k])
+        assert hdul["HALOS"].columns["RA"].unit == "deg"
 
 
 def test_density_files_must_match_their_snapshots(tmp_path):

@@ -24,7 +24,12 @@ def test_three_shipped_models_at_their_redshifts():
     models = shipped_models()
     assert sorted(models) == [0.0, 0.5, 1.0]
     for z, path in models.items():
-        assert ModelBundle.load(path).metadata.redshift == pytest.approx(z)
+        meta = ModelBundle.load(path).metadata
+        assert meta.redshift == pytest.approx(z)
+        cm = meta.count_model                     # every shipped model can be sampled, with velocities
+        assert cm is not None and cm.mass_slope is not None and cm.velocity_dispersion is not None
+        assert all(1.0 < g < 1.3 for g in cm.velocity_bias)
+        assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]     # training seeds only
     assert resolve_model_path("default", 0.6) == models[0.5]
     assert resolve_model_path("default", 0.75) == models[0.5]          # ties → the lower z
     assert resolve_model_path("default", 2.0) == models[1.0]

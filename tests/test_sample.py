@@ -21,7 +21,7 @@ from halopaint.config import Cosmology, DensityRecipe
 from halopaint.fields import FieldFile, standard_attrs, write_field
 from halopaint.model import BundleMetadata, CountModel, ModelBundle, ModelBundleError, generator_digest
 from halopaint.sample import (SampleConfig, catalogue_plane, draw_counts, fit_count_law, fit_mass_slope,
-                              fit_velocity_dispersion, poisson_count_model, realization_parts_dir, sample,
+                              fit_velocity_law, poisson_count_model, realization_parts_dir, sample,
                               sample_counts, sample_masses, slab_cic_readout, voxel_counts)
 # the numpy reference of the numba kernel: no numba thread pool in this process (it changes torch's last bits
 # in later in-process paint tests)
@@ -32,10 +32,12 @@ EDGES = [1e12, 3e12, 1e13, 3e13]
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def make_count_model(alpha=(-0.4, 0.5, -0.8), slope=(0.8, 1.0, 1.2), sigma=(150.0, 100.0, 0.0)) -> CountModel:
+def make_count_model(alpha=(-0.4, 0.5, -0.8), slope=(0.8, 1.0, 1.2), sigma=(150.0, 100.0, 0.0),
+                     gain=(1.15, 0.9, 1.0)) -> CountModel:
     n = len(alpha)
     return CountModel(alpha=[[a] for a in alpha], mu_breaks=[[] for _ in range(n)], mass_slope=list(slope),
-                      velocity_dispersion=None if sigma is None else list(sigma), provenance={"test": True})
+                      velocity_dispersion=None if sigma is None else list(sigma),
+                      velocity_bias=None if gain is None else list(gain), provenance={"test": True})
 
 
 def expected_field(n_bins: int, n: int, seed: int, means=(0.4, 0.1, 0.03)) -> np.ndarray:
@@ -120,7 +122,7 @@ def test_fitted_law_reproduces_the_truths_variance_on_synthetic_boxes():
     """Truth drawn with a known α (sub- and super-Poisson) around μ: the fit recovers α within 0.05 and a
     realization from the fitted law has the truth's count variance within 3 %; Poisson misses by > 10 %."""
     mu = expected_field(2, 48, seed=3, means=(0.3, 0.2))      # μ < K = −1/α almost everywhere in bin 0
-    true_model = make_count_model(alpha=(-0.3, 0.8), slope=(1, 1), sigma=None)
+    true_model = make_count_model(alpha=(-0.3, 0.8), slope=(1, 1), sigma=None, gain=None)
     truth = sample_counts(mu, 11, true_model)
     alpha = [fit_count_law([mu[b]], [truth[b]])[0] for b in range(2)]
     assert alpha[0][0] == pytest.approx(-0.3, abs=0.05) and alpha[1][0] == pytest.approx(0.8, abs=0.1)
@@ -206,29 +208,36 @@ def test_slab_readout_equals_whole_box_cic_readout():
         np.testing.assert_allclose(got, cic_readout(np.moveaxis(v, 0, -1).astype(np.float64), p, box), atol=1e-9)
 
 
-def test_velocity_dispersion_is_recovered_from_synthetic_halos():
-    """Halo velocities = field at the halo + N(0, σ_b): σ_b recovered within 3 % (20k halos per bin)."""
+def test_velocity_law_is_recovered_from_synthetic_halos():
+    """Halo velocities = g_b · field at the halo + N(0, σ_b): g_b within 2 %, σ_b within 3 % (20k halos per
+    bin); a third, empty bin gives NaN."""
     n, box = 16, 64.0
     v = smooth_velocity(n, 4)
     rng = np.random.default_rng(3)
-    sigmas, edges = [80.0, 250.0], [1e12, 1e13, 1e14]
+    sigmas, gains, edges = [80.0, 250.0], [1.2, 0.85], [1e12, 1e13, 1e14, 1e15]
     pos, vel, mass = [], [], []
-    for b, s in enumerate(sigmas):
+    for b, (s, g) in enumerate(zip(sigmas, gains)):
         p = rng.uniform(0, box, (20_000, 3))
         pos.append(p)
-        vel.append(cic_readout(np.moveaxis(v, 0, -1).astype(np.float64), p, box) + s * rng.standard_normal((20_000, 3)))
+        field = cic_readout(np.moveaxis(v, 0, -1).astype(np.float64), p, box)
+        vel.append(g * field + s * rng.standard_normal((20_000, 3)))
         mass.append(rng.uniform(edges[b], edges[b + 1], 20_000))
-    sigma, counts = fit_velocity_dispersion(np.concatenate(pos), np.concatenate(vel), np.concatenate(mass), v,
-                                            box, edges)
-    assert counts.tolist() == [20_000, 20_000]
-    np.testing.assert_allclose(sigma, sigmas, rtol=0.03)
+    pos = np.concatenate(pos)
+    at_halo = slab_cic_readout(v.astype(np.float64), 0, pos, box)
+    gain, sigma, counts = fit_velocity_law(at_halo, np.concatenate(vel), np.concatenate(mass), edges)
+    assert counts.tolist() == [20_000, 20_000, 0]
+    np.testing.assert_allclose(gain[:2], gains, rtol=0.02)
+    np.testing.assert_allclose(sigma[:2], sigmas, rtol=0.03)
+    assert np.isnan(gain[2]) and np.isnan(sigma[2])
+    with pytest.raises(ValueError, match="must both be"):
+        fit_velocity_law(at_halo[:, :2], np.concatenate(vel)[:, :2], np.concatenate(mass), edges)
 
 
 def test_catalogue_plane_matches_counts_voxels_and_bins():
     n, box = 12, 48.0
     counts = np.zeros((2, n, n), np.int32)
     counts[0, 3, 4], counts[1, 0, 11], counts[0, 11, 0] = 3, 1, 2
-    cm = make_count_model(alpha=(-0.3, 0.2), slope=(1.0, 0.5), sigma=(0.0, 0.0))
+    cm = make_count_model(alpha=(-0.3, 0.2), slope=(1.0, 0.5), sigma=(0.0, 0.0), gain=None)
     cat = catalogue_plane(counts, 5, 9, cm, [0, 1], [1e12, 1e13, 1e14], box)
     assert len(cat["mass"]) == 6 and cat["pos"].shape == (6, 3) and cat["vel"].shape == (6, 3)
     assert (cat["mass_bin"] == [0, 0, 0, 0, 0, 1]).all()
@@ -263,6 +272,7 @@ def test_shipped_bundle_has_a_fitted_count_model():
     assert cm is not None and cm.n_bins == 4 and all(-1 <= a[0] < 0 for a in cm.alpha)
     assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]
     assert cm.velocity_dispersion is not None and all(50 < s < 300 for s in cm.velocity_dispersion)
+    assert cm.velocity_bias is not None and all(0.9 < g < 1.5 for g in cm.velocity_bias)
 
 
 # -------------------------------------------------------------------------------------- the driver
@@ -298,7 +308,8 @@ def test_mass_bin_selection_keeps_each_bins_stream(tmp_path):
 
 def test_catalogue_is_consistent_with_the_realization(tmp_path):
     """counts of /catalogue per voxel == /halos; positions in [0, L); masses inside their bin's edges;
-    velocities = CIC of /velocity + N(0, σ_b): residual RMS within 10 % of σ_b, exactly 0 where σ_b = 0."""
+    velocities = g_b · CIC of /velocity + N(0, σ_b): residual RMS within 10 % of σ_b, exactly 0 where
+    σ_b = 0."""
     n = 26
     mu = expected_field(3, n, seed=10, means=(1.0, 0.5, 0.3))
     cm = make_count_model()
@@ -317,7 +328,7 @@ def test_catalogue_is_consistent_with_the_realization(tmp_path):
     b = cat["mass_bin"]
     assert np.all((cat["mass"] >= np.take(EDGES, b)) & (cat["mass"] < np.take(EDGES, b + 1)))
     field = cic_readout(np.moveaxis(velocity, 0, -1).astype(np.float64), cat["pos"].astype(np.float64), 4.0 * n)
-    resid = cat["vel"] - field
+    resid = cat["vel"] - field * np.take(cm.velocity_bias, b)[:, None]
     for k, s in enumerate(cm.velocity_dispersion):
         r = resid[b == k]
         if s == 0:

@@ -1,5 +1,5 @@
 """`jobs/fit_count_model.py` end to end on synthetic N-body-like boxes with a known count law, mass slope
-and velocity dispersion: each is recovered, the bundle keeps its weights and paints identically."""
+and velocity law (gain, dispersion): each is recovered, the bundle keeps its weights and paints identically."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from test_sample import smooth_velocity
 
 N, BOX = 26, 104.0
 LAW = CountModel(alpha=[[-0.3], [0.6]], mu_breaks=[[], []], mass_slope=[0.9, 1.3],
-                 velocity_dispersion=[120.0, 60.0])
+                 velocity_dispersion=[120.0, 60.0], velocity_bias=[1.2, 0.9])
 
 
 def _fit_script():
@@ -75,5 +75,6 @@ def test_fit_script_recovers_law_slopes_and_dispersion(tmp_path, capsys):
         assert np.sum(cm.alpha_of(b, mu[:, b].ravel()) * w) / w.sum() == pytest.approx(target, abs=0.12)
     np.testing.assert_allclose(cm.mass_slope, LAW.mass_slope, atol=0.15)
     np.testing.assert_allclose(cm.velocity_dispersion, LAW.velocity_dispersion, rtol=0.05)
+    np.testing.assert_allclose(cm.velocity_bias, LAW.velocity_bias, rtol=0.03)
     for a, b in zip(bundle.generators, new.generators):
         assert all(torch.equal(a[k], b[k]) for k in a)

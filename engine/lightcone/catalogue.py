@@ -6,9 +6,10 @@ that voxel's snapshot. Columns (all (n,)):
   ra, dec [deg]    RA = atan2(y, x) in [0, 360), Dec = asin(z/r), box axes centred on the observer
                    (healpy's pixel of (RA, Dec) with lonlat=True is the map pixel)
   chi [Mpc/h]      comoving distance;  z_cos: the cosmological redshift z(χ)
-  v_los [km/s]     line-of-sight peculiar velocity, positive away from the observer: the density file's
-                   /velocity CIC-interpolated at the halo (periodic) plus a Gaussian per-component
-                   dispersion σ_b of its mass bin; 0 without density files
+  v_los [km/s]     line-of-sight peculiar velocity, positive away from the observer: g_b times the
+                   density file's /velocity CIC-interpolated at the halo (periodic) plus a Gaussian
+                   per-component dispersion σ_b of its mass bin (g_b, σ_b: the sampled snapshot's count
+                   model, fitted at its redshift, or --velocity-dispersion with g = 1); 0 without density files
   z_obs            (1 + z_cos)(1 + v_los/c) − 1
   mass [M☉/h]      drawn inside the bin's edges from the Watson et al. (2013) FoF mass function at the
                    snapshot's redshift;  mass_bin: the input's mass-bin index
@@ -94,10 +95,11 @@ class SnapshotCatalogue:
     """What the catalogue needs of one snapshot: its redshift, mass samplers per bin, velocities."""
 
     def __init__(self, index: int, redshift: float, linear, mass_bin_edges, bins, integer_counts: bool,
-                 velocities: VelocitySlab | None, dispersion: np.ndarray):
+                 velocities: VelocitySlab | None, gain: np.ndarray, dispersion: np.ndarray):
         self.index, self.redshift, self.bins = index, float(redshift), tuple(bins)
         self.integer_counts = integer_counts
         self.velocities = velocities
+        self.gain = np.asarray(gain, dtype=np.float64)                   # (n_sel,) g_b on the field
         self.dispersion = np.asarray(dispersion, dtype=np.float64)       # (n_sel,) km/s per component
         edges = np.asarray(mass_bin_edges, dtype=np.float64)
         self.masses = [MassSampler(edges[b], edges[b + 1], lambda m: watson13_dndlnm(linear, m, self.redshift))
@@ -140,7 +142,7 @@ def catalogue_plane(geo: Geometry, dist: DistanceRedshift, counts: np.ndarray, p
             p, rr, mass, kick = p[:, keep], rr[keep], mass[keep], kick[:, keep]
             if snap.velocities is not None:
                 box_pos = (p + geo.observer[:, None]).T
-                vel = snap.velocities.at(box_pos).T + kick
+                vel = snap.gain[k] * snap.velocities.at(box_pos).T + kick
                 v_los = np.sum(vel * p, axis=0) / rr
             else:
                 v_los = np.zeros(rr.size)

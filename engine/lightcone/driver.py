@@ -11,6 +11,7 @@ rank 0 when a FITS catalogue is asked for.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from halopaint.lightcone.geometry import DistanceRedshift, Geometry, plan_shells
 from halopaint.lightcone.inputs import LightconeError, healpy_module, validate_inputs, validate_options
 from halopaint.lightcone.maps import MapAccumulator, map_plane, plot_maps, reduce_maps, write_fits_maps
 from halopaint.log import get_logger
+from halopaint.model import CountModel
 from halopaint.sim.cosmology import LinearCosmology
 from halopaint.validation import (CountStats, OutputLock, check_count_stats, check_output_not_input,
                                   interruption_point, lock_path)
@@ -84,7 +86,7 @@ def _build(cfg: LightconeConfig, snapshots, bins, comm, rank: int, size: int, hp
     acc = MapAccumulator(len(bins), plan.count * geo.npix)
     offsets = subsample_offsets(cfg.subsample)
     columns = empty_columns()
-    dispersion = _dispersion(cfg, len(bins))
+    laws = [_velocity_law(cfg, snap, bins) for snap in snapshots]
     linear = LinearCosmology(first.cosmology)
     scans: dict[str, CountStats] = {}          # per input: the counts this rank read (refused collectively)
     done = 0
@@ -97,7 +99,7 @@ def _build(cfg: LightconeConfig, snapshots, bins, comm, rank: int, size: int, hp
             vel = VelocitySlab(snap.density.path, first.grid, first.box_size, x0, x1) \
                 if snap.density is not None and x1 > x0 else None
             cat = SnapshotCatalogue(index, snap.redshift, linear, first.mass_bin_edges, bins, snap.integer_counts,
-                                    vel, dispersion)
+                                    vel, *laws[index])
         with FieldFile(snap.info.path, require=("halos",)) as f:
             for p0 in range(x0, x1, cfg.planes_per_read):
                 p1 = min(p0 + cfg.planes_per_read, x1)
@@ -124,7 +126,7 @@ def _build(cfg: LightconeConfig, snapshots, bins, comm, rank: int, size: int, hp
         return None
     maps = maps.reshape(len(bins), plan.count, geo.npix).transpose(1, 0, 2)
     summary = _write_master(cfg, snapshots, plan, bins, maps, local if size == 1 else None, counts, len(reps),
-                            size, time.perf_counter() - t0, dispersion)
+                            size, time.perf_counter() - t0, laws)
     if cfg.fits:
         summary["fits"] = write_fits_maps(cfg.out, maps, plan, bins, first.mass_bin_edges, hp)
         if cfg.catalogue:
@@ -152,12 +154,26 @@ def _agree_counts(scans: dict, comm) -> None:
             raise LightconeError(str(exc)) from None
 
 
-def _dispersion(cfg: LightconeConfig, n_sel: int) -> np.ndarray:
-    """Per selected bin Gaussian velocity dispersion per component [km/s] (0 unless given)."""
-    if cfg.velocity_dispersion is None:
-        return np.zeros(n_sel)
-    v = np.asarray(cfg.velocity_dispersion, dtype=np.float64)
-    return np.full(n_sel, v[0]) if v.size == 1 else v
+def _velocity_law(cfg: LightconeConfig, snap, bins) -> tuple[np.ndarray, np.ndarray]:
+    """(gain g_b, dispersion σ_b [km/s]) per selected bin of one snapshot: v = g_b · /velocity + N(0, σ_b²).
+
+    --velocity-dispersion wins (g = 1); otherwise a sampled snapshot's count model (its `count_model` attr,
+    fitted on N-body halos at that redshift by jobs/fit_count_model.py) gives both; otherwise g = 1, σ = 0.
+    """
+    n_sel = len(bins)
+    if cfg.velocity_dispersion is not None:
+        v = np.asarray(cfg.velocity_dispersion, dtype=np.float64)
+        return np.ones(n_sel), (np.full(n_sel, v[0]) if v.size == 1 else v)
+    text = snap.info.attrs.get("count_model") if snap.integer_counts else None
+    if not text:
+        return np.ones(n_sel), np.zeros(n_sel)
+    try:
+        cm = CountModel.from_dict(json.loads(str(text)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LightconeError(f"{snap.info.path}: count_model attribute is not a count model ({exc})") from None
+    pick = lambda values, default: np.array([default if values is None else values[b] for b in bins],  # noqa: E731
+                                            dtype=np.float64)
+    return pick(cm.velocity_bias, 1.0), pick(cm.velocity_dispersion, 0.0)
 
 
 def _write_part(cfg: LightconeConfig, local: dict, rank: int, size: int) -> int:
@@ -194,7 +210,7 @@ def _catalogue_group(f: h5py.File, cfg: LightconeConfig, counts: list[int], loca
 
 
 def _write_master(cfg: LightconeConfig, snapshots, plan, bins, maps: np.ndarray, local, counts, n_replicas: int,
-                  ranks: int, seconds: float, dispersion: np.ndarray) -> dict:
+                  ranks: int, seconds: float, laws: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     first = snapshots[0].info
     sources = [dict(file_provenance(s.info.path, s.info.attrs), redshift=s.redshift) for s in snapshots]
     densities = [file_provenance(s.density.path, s.density.attrs) for s in snapshots if s.density is not None]
@@ -203,8 +219,10 @@ def _write_master(cfg: LightconeConfig, snapshots, plan, bins, maps: np.ndarray,
                            ordering="RING", observer=np.asarray(cfg.observer, dtype=np.float64),
                            subsample=int(cfg.subsample), mass_bins=np.asarray(bins, dtype=np.int64),
                            replicas=int(n_replicas), ranks=int(ranks), sources=sources, densities=densities,
-                           velocities="density /velocity + dispersion" if densities else "none (v_los = 0)",
-                           velocity_dispersion=np.asarray(dispersion, dtype=np.float64),
+                           velocities=("g_b · density /velocity + N(0, sigma_b) per component" if densities
+                                       else "none (v_los = 0)"),
+                           velocity_gain=np.asarray([g for g, _ in laws], dtype=np.float64),
+                           velocity_dispersion=np.asarray([d for _, d in laws], dtype=np.float64),
                            snapshot_choice="nearest snapshot to the shell's middle redshift",
                            mass_function="Watson et al. 2013 FoF, at the snapshot redshift")
     check_writable(cfg.out)
@@ -230,16 +248,40 @@ def _write_master(cfg: LightconeConfig, snapshots, plan, bins, maps: np.ndarray,
     return summary
 
 
+FITS_BLOCK = 2880                      # FITS files are written in blocks of 2880 bytes
+FITS_CHUNK_ROWS = 1 << 20              # catalogue rows converted at once (bounded memory at 10⁸ halos)
+
+
 def write_fits_catalogue(out: str | os.PathLike) -> str:
-    """The master's /catalogue as a FITS binary table OUT_catalogue.fits (astropy), one column per field."""
+    """The master's /catalogue as a FITS binary table OUT_catalogue.fits (HDU "HALOS", one column per field).
+
+    Streamed: astropy makes the table header (TTYPE/TFORM/TUNIT of a zero-row table, NAXIS2 set to the row
+    count), and the rows go out as big-endian records in chunks of FITS_CHUNK_ROWS, so memory stays
+    ~60 MiB for any catalogue size (a 1.6e8-halo catalogue does not fit in memory whole).
+    """
     from astropy.io import fits
     out = Path(out)
     path = out.with_name((out.stem if out.suffix else out.name) + "_catalogue.fits")
-    with h5py.File(out, "r") as f:
-        cols = [fits.Column(name=name.upper(), format="I" if name == "mass_bin" else "D",
-                            unit=COLUMN_UNITS[name] or None, array=f[f"catalogue/{name}"][...])
-                for name in CATALOGUE_COLUMNS]
-    hdu = fits.BinTableHDU.from_columns(cols, name="HALOS")
-    with atomic_path(path) as tmp:
-        hdu.writeto(tmp, overwrite=True)
+    formats = {name: ("I", ">i2") if name == "mass_bin" else ("D", ">f8") for name in CATALOGUE_COLUMNS}
+    record = np.dtype([(name.upper(), formats[name][1]) for name in CATALOGUE_COLUMNS])
+    with h5py.File(out, "r") as f, atomic_path(path) as tmp:
+        data = {name: f[f"catalogue/{name}"] for name in CATALOGUE_COLUMNS}
+        rows = data["ra"].shape[0]
+        template = fits.BinTableHDU.from_columns(
+            [fits.Column(name=name.upper(), format=formats[name][0], unit=COLUMN_UNITS[name] or None,
+                         array=np.zeros(0, formats[name][1])) for name in CATALOGUE_COLUMNS], name="HALOS")
+        header = template.header.copy()
+        header["NAXIS2"] = rows
+        if header["NAXIS1"] != record.itemsize:
+            raise HalopaintError(f"FITS row layout: {header['NAXIS1']} bytes, records {record.itemsize}")
+        with open(tmp, "wb") as fh:
+            fh.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
+            fh.write(header.tostring().encode("ascii"))
+            for a in range(0, rows, FITS_CHUNK_ROWS):
+                b = min(rows, a + FITS_CHUNK_ROWS)
+                chunk = np.empty(b - a, record)
+                for name in CATALOGUE_COLUMNS:
+                    chunk[name.upper()] = data[name][a:b]
+                fh.write(chunk.tobytes())
+            fh.write(b"\0" * (-(rows * record.itemsize) % FITS_BLOCK))
     return str(path)

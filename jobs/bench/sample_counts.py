@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from halopaint.calibrate import file_bins_for  # noqa: E402
 from halopaint.fields import FieldFile  # noqa: E402
-from halopaint.model import ModelBundle  # noqa: E402
+from halopaint.model import ModelBundle, resolve_model_path  # noqa: E402
 from halopaint.paint import paint_whole_box  # noqa: E402
 from halopaint.sample import poisson_count_model, sample_counts  # noqa: E402
 
@@ -33,10 +33,11 @@ def ratios(field: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--truth", required=True, help="N-body box (/density, /halos), never used in training")
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", default="default", help="bundle, or 'default': the shipped model of the truth's z")
     ap.add_argument("--realizations", type=int, default=8)
     args = ap.parse_args(argv)
-    bundle = ModelBundle.load(args.model)
+    with FieldFile(args.truth) as f:
+        bundle = ModelBundle.load(resolve_model_path(args.model, f.info.redshift))
     if bundle.metadata.count_model is None:
         print("the bundle has no count model", file=sys.stderr)
         return 2

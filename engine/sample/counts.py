@@ -1,0 +1,162 @@
+"""Integer halo counts around a painted mean: the count law's draws, its random streams and its fit.
+
+A painted file holds expected counts μ (n_bins, N, N, N). A realization draws integer counts n from the
+bundle's per-bin count model (`halopaint.model.CountModel`): E[n | μ] = μ and Var[n | μ] = μ + α_b(μ)·μ²,
+so E[n(n−1) | μ] = (1 + α)·μ². Per voxel:
+
+- α = 0: Poisson(μ);
+- α > 0: negative binomial (gamma–Poisson) with shape 1/α;
+- α < 0: binomial Bin(K, μ/K) with K = −1/α trials (a two-component mixture of Bin(⌊K⌋) and Bin(⌈K⌉) with
+  the weight that keeps E[n(n−1)] exact when K is not an integer); where K < ⌈μ⌉ no binomial of mean μ is
+  that narrow, and Bin(⌈μ⌉) is mixed with the two-point law on {⌊μ⌋, ⌊μ⌋+1} (the narrowest integer law of
+  mean μ) to reach the target variance where it is feasible (the two-point law alone where it is not).
+
+Random streams: one numpy Generator (PCG64) per (seed, purpose, mass bin, x-plane), seeded by
+`SeedSequence(seed, spawn_key=(purpose, bin, plane))` — blocks of one x-plane, so any slab decomposition
+over any number of ranks draws exactly the same numbers (given the numpy version, recorded in the attrs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from halopaint.model import CountModel
+
+STREAM_COUNTS, STREAM_CATALOGUE = 0, 1      # `purpose` entry of the stream key
+COUNT_DTYPE = np.int32
+ALPHA_POISSON_ATOL = 1e-12                  # |α| below this draws Poisson
+
+
+# ------------------------------------------------------------------------------------------ streams
+
+def plane_rng(seed: int, purpose: int, mass_bin: int, plane: int) -> np.random.Generator:
+    """The random stream of one (seed, purpose, mass bin, global x-plane) block."""
+    if seed < 0:
+        raise ValueError(f"seed must be ≥ 0, got {seed}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed),
+                                                                      spawn_key=(purpose, mass_bin, plane))))
+
+
+def poisson_count_model(n_bins: int) -> CountModel:
+    """α = 0 in every bin: a Poisson draw around the painted mean (the reference without a fitted law)."""
+    return CountModel(alpha=[[0.0] for _ in range(n_bins)], mu_breaks=[[] for _ in range(n_bins)],
+                      provenance={"law": "Poisson (alpha = 0 in every bin)"})
+
+
+# ------------------------------------------------------------------------------------------- counts
+
+def draw_counts(mu: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts with mean μ and Var = μ + α·μ² (see the module docstring).
+
+    mu, alpha: (m,) float64, μ > 0. → (m,) int64. Draw order: Poisson voxels, negative-binomial voxels,
+    then the binomial voxels' mixture uniforms and binomials (fixed, so streams are reproducible).
+    """
+    mu = np.asarray(mu, np.float64)
+    alpha = np.asarray(alpha, np.float64)
+    out = np.zeros(mu.shape, np.int64)
+    poi = np.abs(alpha) <= ALPHA_POISSON_ATOL
+    sup = alpha > ALPHA_POISSON_ATOL
+    sub = alpha < -ALPHA_POISSON_ATOL
+    out[poi] = rng.poisson(mu[poi])
+    if sup.any():
+        shape = 1.0 / alpha[sup]
+        out[sup] = rng.negative_binomial(shape, 1.0 / (1.0 + alpha[sup] * mu[sup]))
+    if sub.any():
+        out[sub] = _draw_sub_poisson(mu[sub], alpha[sub], rng)
+    return out
+
+
+def _draw_sub_poisson(m: np.ndarray, a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Counts of mean m and variance m + a·m² (a < 0), or the narrowest feasible where that is too narrow.
+
+    K = −1/a trials. Where K ≥ ⌈m⌉: Bin(⌊K⌋, m/⌊K⌋) or Bin(⌊K⌋+1, ·), mixed to make E[n(n−1)] = (1+a)m²
+    exactly. Where K < ⌈m⌉ (no binomial of mean m is that narrow): Bin(⌈m⌉, m/⌈m⌉) mixed with the two-point
+    law on {⌊m⌋, ⌊m⌋+1} (variance f(1−f), f = m − ⌊m⌋, the least any integer law of mean m has) to reach
+    the target variance, or the two-point law alone below f(1−f). One uniform per voxel picks the component.
+    """
+    k, c = -1.0 / a, np.ceil(m)
+    family = k >= c
+    k_lo = np.where(family, np.floor(np.minimum(k, 2.0**62)), c)
+    k_hi = k_lo + 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_lo = np.clip((1.0 / k - 1.0 / k_hi) / (1.0 / k_lo - 1.0 / k_hi), 0.0, 1.0)
+        f = m - np.floor(m)
+        v_min, v_bin = f * (1.0 - f), m * (1.0 - m / c)
+        v = np.maximum(m + a * m * m, 0.0)
+        w_bin = np.where(v_bin > v_min, np.clip((v - v_min) / (v_bin - v_min), 0.0, 1.0), 1.0)
+    u = rng.random(m.size)
+    trials = np.where(family, np.where(u < w_lo, k_lo, k_hi), c)
+    binomial = family | (u < w_bin)
+    out = np.empty(m.size, np.int64)
+    out[binomial] = rng.binomial(trials[binomial].astype(np.int64), np.minimum(m[binomial] / trials[binomial], 1.0))
+    two = ~binomial
+    out[two] = np.floor(m[two]).astype(np.int64) + (rng.random(int(two.sum())) < f[two])
+    return out
+
+
+def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: int = 0,
+                  bins=None) -> np.ndarray:
+    """Integer realization of painted expected counts.
+
+    expected: (n_sel, nx, N, N) float, finite, ≥ 0 — x-planes [x0, x0+nx) of the painted /halos;
+    bins[i]: the mass-bin index of expected[i] in `count_model` and in the stream key (default 0..n_sel−1).
+    → (n_sel, nx, N, N) int32. Identical for any split of the planes (streams keyed by global plane).
+    """
+    expected = np.asarray(expected)
+    if expected.ndim != 4:
+        raise ValueError(f"expected counts must be (n_bins, nx, N, N), got shape {expected.shape}")
+    bins = list(range(expected.shape[0])) if bins is None else [int(b) for b in bins]
+    if len(bins) != expected.shape[0]:
+        raise ValueError(f"{len(bins)} bin indices for {expected.shape[0]} fields")
+    if not np.isfinite(expected).all() or (expected < 0).any():
+        raise ValueError("expected counts must be finite and ≥ 0")
+    for b in bins:
+        if not 0 <= b < count_model.n_bins:
+            raise ValueError(f"mass bin {b} not in the count model ({count_model.n_bins} bins)")
+    out = np.zeros(expected.shape, COUNT_DTYPE)
+    for i, b in enumerate(bins):
+        for j in range(expected.shape[1]):
+            mu = np.asarray(expected[i, j], np.float64).reshape(-1)
+            idx = np.flatnonzero(mu > 0)
+            rng = plane_rng(seed, STREAM_COUNTS, b, x0 + j)
+            plane = out[i, j].reshape(-1)
+            plane[idx] = draw_counts(mu[idx], count_model.alpha_of(b, mu[idx]), rng)
+    return out
+
+
+# -------------------------------------------------------------------------------------- count-law fit
+
+def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: int = 1,
+                  ) -> tuple[list[float], list[float], dict]:
+    """α(μ) of one mass bin from pairs of painted means and true counts (same boxes, same voxels).
+
+    painted, true: lists of arrays of equal shapes (counts per voxel). With K = mu_ranges, the μ axis is cut
+    at the quantiles of the μ²-weight (each range carries the same share of Σμ²); in range j
+    1 + α_j = Σ n(n−1) / Σ μ², the second factorial moment of the truth over that of the law — so the
+    realization's count variance equals the truth's on the fitted data (when Σμ = Σn). α ≥ −1.
+    → (alpha (K,), interior breaks (K−1,), diagnostics).
+    """
+    mu = np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in painted])
+    n = np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in true])
+    if mu.shape != n.shape:
+        raise ValueError("painted and true fields differ in size")
+    w = mu**2
+    if w.sum() <= 0:
+        raise ValueError("the painted field is zero everywhere: nothing to fit")
+    order = np.argsort(mu, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    breaks = []
+    for q in np.arange(1, mu_ranges) / mu_ranges:
+        value = float(mu[order][np.searchsorted(cum, q)])
+        if value > 0 and (not breaks or value > breaks[-1]):
+            breaks.append(value)
+    region = np.searchsorted(np.asarray(breaks), mu, side="right")
+    alpha, pairs = [], []
+    for j in range(len(breaks) + 1):
+        sel = region == j
+        f2 = float(np.sum(n[sel] * (n[sel] - 1)))
+        alpha.append(max(-1.0, f2 / float(np.sum(w[sel])) - 1.0))
+        pairs.append(f2 / 2)
+    diag = {"voxels": int(mu.size), "mean_true": float(n.mean()), "mean_painted": float(mu.mean()),
+            "var_true": float(n.var()), "var_painted": float(mu.var()), "true_pairs_per_range": pairs}
+    return alpha, breaks, diag
