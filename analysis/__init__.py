@@ -10,7 +10,10 @@ Notebook API (numpy or Dask (N, N, N) arrays; box_size [Mpc/h], k [h/Mpc]):
 - `lpt_baseline(k, nmodes, P_hh, P_mm, P_hm, kmax=0.1)` → Baseline(bias, stats)
 - `patch_ensemble(...)` → Ensemble(mean, std) over random periodic sub-cubes
 - `rfftn` / `irfftn` / `field_from_h5`: the slab-decomposed distributed FFT and lazy HDF5 fields
-- `report.run(SpectraConfig)`: everything `halopaint spectra` does.
+- `rsd.measure(pred, ref, grid, axis, mass_bin_edges)` → {selection: rsd.Selection} of halo catalogues
+  (`rsd.read_catalogue(path)`), real and redshift space, with the pred/ref ratios
+- `report.run(SpectraConfig)`: everything `halopaint spectra` does; `rsd_report.run(MultipolesConfig)`:
+  everything `halopaint spectra --multipoles` does.
 """
 
 from halopaint.analysis.baseline import Baseline, fit_linear_bias, lpt_baseline
@@ -20,10 +23,11 @@ from halopaint.analysis.fft import field_from_h5, irfftn, rfftn
 from halopaint.analysis.multipoles import Multipoles, catalogue_multipoles, multipoles, redshift_space_positions
 from halopaint.analysis.pdf import CountPDF, count_pdf
 from halopaint.analysis import report  # noqa: E402  (halopaint.analysis.report.run: the whole `halopaint spectra`)
+from halopaint.analysis import rsd, rsd_report  # noqa: E402  (rsd_report.run: `halopaint spectra --multipoles`)
 from halopaint.analysis.spectra import (CrossStatistics, PowerSpectrum, cross_from_spectra, cross_statistics,
                               poisson_level, power_spectrum)
 
-__all__ = ["report", "power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",
+__all__ = ["report", "rsd", "rsd_report", "power_spectrum", "cross_statistics", "cross_from_spectra", "poisson_level", "bispectrum",
            "count_pdf", "multipoles", "catalogue_multipoles", "redshift_space_positions", "Multipoles",
            "lpt_baseline", "fit_linear_bias", "patch_ensemble", "PatchSource", "rfftn", "irfftn",
            "field_from_h5", "PowerSpectrum", "CrossStatistics", "Bispectrum", "CountPDF", "Baseline", "Ensemble"]

@@ -229,9 +229,17 @@ def plot_bispectra(path, bispectrum: dict, edges=None) -> Path:
 def multipoles_figure(comparison, path: Path, title: str = "") -> Path:
     """k·P0 and k·P2 of a predicted and a reference catalogue in real and redshift space (top), and the
     ratios P0_pred/P0_ref (both spaces) and (P2/P0)_pred/(P2/P0)_ref (bottom). `comparison`: an
-    halopaint.analysis.rsd.RSDComparison."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
+    halopaint.analysis.rsd.RSDComparison, or an rsd.Selection (without a reference: the top panel of the
+    prediction alone)."""
+    ratios = comparison if hasattr(comparison, "p0_real_ratio") else comparison.comparison
+    if ratios is None:
+        fig, top = plt.subplots(1, 1, figsize=(6.4, 4.3))
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True,
+                                          gridspec_kw=dict(height_ratios=[2, 1]))
     for who, sets in (("pred", comparison.pred), ("ref", comparison.ref)):
+        if sets is None:
+            continue
         style = STYLE[who]
         real, red = sets["real"], sets["redshift"]
         top.plot(real.k, real.k * real.P0, color=style["color"], ls=":", label=f"{style['label']}: P0 real space")
@@ -240,10 +248,14 @@ def multipoles_figure(comparison, path: Path, title: str = "") -> Path:
     top.set_ylabel(r"$k\,P_\ell(k)$ [(Mpc/h)$^2$]")
     top.legend(fontsize=7)
     top.set_title(title, fontsize=9)
-    k = comparison.k
-    bottom.plot(k, comparison.p0_real_ratio, "C2:", label="P0 real")
-    bottom.plot(k, comparison.p0_redshift_ratio, "C2", label="P0 redshift")
-    bottom.plot(k, comparison.p2_over_p0_ratio, "C1--", label="P2/P0 redshift")
+    if ratios is None:
+        top.set_xscale("log")
+        top.set_xlabel(r"$k$ [h/Mpc]")
+        return _save(fig, path)
+    k = ratios.k
+    bottom.plot(k, ratios.p0_real_ratio, "C2:", label="P0 real")
+    bottom.plot(k, ratios.p0_redshift_ratio, "C2", label="P0 redshift")
+    bottom.plot(k, ratios.p2_over_p0_ratio, "C1--", label="P2/P0 redshift")
     bottom.axhline(1.0, color="k", lw=0.5)
     bottom.axvspan(0.05, 0.2, color="0.9", zorder=0)
     bottom.set_ylim(0.5, 1.5)

@@ -34,6 +34,11 @@ class Catalogue:
     omega_m: float
     source: str
 
+    def select(self, m_min: float = 0.0, m_max: float = np.inf) -> "Catalogue":
+        """The halos with m_min ≤ mass < m_max [M☉/h] (possibly none)."""
+        keep = (self.mass >= m_min) & (self.mass < m_max)
+        return replace(self, pos=self.pos[keep], vel=self.vel[keep], mass=self.mass[keep])
+
 
 def read_catalogue(path: str, m_min: float = 0.0, m_max: float = np.inf, group: str | None = None) -> Catalogue:
     """The halos of `path` with m_min ≤ mass < m_max [M☉/h] (group: 'catalogue', 'catalog' or auto)."""
@@ -48,13 +53,19 @@ def read_catalogue(path: str, m_min: float = 0.0, m_max: float = np.inf, group: 
                 raise HalopaintError(f"{path}: /{names[0]} has no '{col}' column (velocities: simulate and "
                                      "sample --catalogue write them)")
         mass = np.asarray(g["mass"][...], dtype=np.float64)
-        keep = (mass >= m_min) & (mass < m_max)
-        pos = np.asarray(g["pos"][...], dtype=np.float64)[keep]
-        vel = np.asarray(g["vel"][...], dtype=np.float64)[keep]
-    if not keep.any():
+        pos = np.asarray(g["pos"][...], dtype=np.float64)
+        vel = np.asarray(g["vel"][...], dtype=np.float64)
+    n = len(mass)
+    if mass.shape != (n,) or pos.shape != (n, 3) or vel.shape != (n, 3):
+        raise HalopaintError(f"{path}: /{names[0]} columns must be pos (n, 3), vel (n, 3), mass (n,); got "
+                             f"{pos.shape}, {vel.shape}, {mass.shape}")
+    if not (np.isfinite(pos).all() and np.isfinite(vel).all() and np.isfinite(mass).all()):
+        raise HalopaintError(f"{path}: /{names[0]} holds NaN/Inf")
+    cat = Catalogue(pos=pos, vel=vel, mass=mass, box_size=info.box_size, redshift=info.redshift,
+                    omega_m=info.cosmology.Omega_m, source=f"{path}:/{names[0]}").select(m_min, m_max)
+    if not len(cat.mass):
         raise HalopaintError(f"{path}: no halo with mass in [{m_min:.3g}, {m_max:.3g}) M☉/h")
-    return Catalogue(pos=pos, vel=vel, mass=mass[keep], box_size=info.box_size, redshift=info.redshift,
-                     omega_m=info.cosmology.Omega_m, source=f"{path}:/{names[0]}")
+    return cat
 
 
 def average_multipoles(sets: list[Multipoles]) -> Multipoles:
@@ -100,25 +111,121 @@ class RSDComparison:
 def compare(pred: Catalogue, ref: Catalogue, grid: int, axes: tuple[int, ...] = (2,)) -> RSDComparison:
     """Multipoles of a predicted catalogue against the reference one (same box) in both spaces, each the
     mean over the lines of sight `axes` (default z only)."""
+    check_same_box(pred, ref)
+    return ratios(multipoles_of(pred, grid, axes), multipoles_of(ref, grid, axes))
+
+
+def check_same_box(pred: Catalogue, ref: Catalogue) -> None:
+    """Refuse catalogues of different box sides (their meshes and k bins would not match)."""
     if abs(pred.box_size - ref.box_size) > 1e-6 * ref.box_size:
-        raise HalopaintError(f"{pred.source} and {ref.source} are of different boxes")
-    mp, mr = multipoles_of(pred, grid, axes), multipoles_of(ref, grid, axes)
-    k = mr["real"].k
-    return RSDComparison(k=k, p0_real_ratio=mp["real"].P0 / mr["real"].P0,
+        raise HalopaintError(f"{pred.source} (box {pred.box_size:g} Mpc/h) and {ref.source} (box "
+                             f"{ref.box_size:g} Mpc/h) are of different boxes")
+
+
+def ratios(mp: dict[str, Multipoles], mr: dict[str, Multipoles]) -> RSDComparison:
+    """The comparison of already measured multipoles ({'real', 'redshift'} of each, same mesh)."""
+    return RSDComparison(k=mr["real"].k, p0_real_ratio=mp["real"].P0 / mr["real"].P0,
                          p0_redshift_ratio=mp["redshift"].P0 / mr["redshift"].P0,
                          p2_over_p0_ratio=(mp["redshift"].P2 / mp["redshift"].P0)
                          / (mr["redshift"].P2 / mr["redshift"].P0),
                          pred=mp, ref=mr)
 
 
+def multipoles_tree(sets: dict[str, Multipoles]) -> dict:
+    """{real, redshift}/{k, P0, P2, P4, nmodes, attrs} of one catalogue, as a tree of arrays."""
+    return {space: {"k": m.k, "P0": m.P0, "P2": m.P2, "P4": m.P4, "nmodes": m.nmodes,
+                    "attrs": {"shot_noise": m.shot_noise, "n_objects": m.attrs["n_objects"], "axis": m.axis,
+                              "axes": np.asarray(m.attrs.get("axes", [m.axis]), np.int64)}}
+            for space, m in sets.items()}
+
+
+def comparison_tree(comparison: RSDComparison) -> dict:
+    """{pred,ref}/{real,redshift}/… and the three ratios per k bin, as a tree of arrays."""
+    tree = {"pred": multipoles_tree(comparison.pred), "ref": multipoles_tree(comparison.ref)}
+    for name in ("k", "p0_real_ratio", "p0_redshift_ratio", "p2_over_p0_ratio"):
+        tree[name] = getattr(comparison, name)
+    return tree
+
+
 def write(group: h5py.Group, comparison: RSDComparison) -> None:
     """/…/{pred,ref}/{real,redshift}/{k, P0, P2, P4, nmodes} and the three ratios, into an open group."""
-    for who, sets in (("pred", comparison.pred), ("ref", comparison.ref)):
-        for space, m in sets.items():
-            g = group.create_group(f"{who}/{space}")
-            for name in ("k", "P0", "P2", "P4", "nmodes"):
-                g.create_dataset(name, data=getattr(m, name))
-            g.attrs.update({"shot_noise": m.shot_noise, "n_objects": m.attrs["n_objects"],
-                            "axes": np.asarray(m.attrs.get("axes", [m.axis]), np.int64)})
-    for name in ("k", "p0_real_ratio", "p0_redshift_ratio", "p2_over_p0_ratio"):
-        group.create_dataset(name, data=getattr(comparison, name))
+    def put(g: h5py.Group, node: dict) -> None:
+        for key, value in node.items():
+            if key == "attrs":
+                g.attrs.update(value)
+            elif isinstance(value, dict):
+                put(g.create_group(key), value)
+            else:
+                g.create_dataset(key, data=value)
+    put(group, comparison_tree(comparison))
+
+
+def band_means(sets: dict[str, Multipoles], k_min: float = 0.05, k_max: float = 0.2) -> dict:
+    """One catalogue's band averages for k_min ≤ k ≤ k_max: ⟨P2/P0⟩ in redshift space (the Kaiser ratio)
+    and ⟨P0_redshift/P0_real⟩ (the monopole boost)."""
+    real, red = sets["real"], sets["redshift"]
+    sel = (red.k >= k_min) & (red.k <= k_max)
+    if not sel.any():
+        return {"bins": 0}
+    return {"bins": int(sel.sum()), "p2_over_p0_redshift": float(np.mean(red.P2[sel] / red.P0[sel])),
+            "p0_redshift_over_real": float(np.mean(red.P0[sel] / real.P0[sel])),
+            "n_objects": int(red.attrs["n_objects"])}
+
+
+@dataclass
+class Selection:
+    """The multipoles of one mass selection: 'sum' (every bin) or 'binB'; ref and comparison with a
+    reference catalogue, else None."""
+
+    name: str
+    m_min: float
+    m_max: float
+    pred: dict
+    ref: dict | None = None
+    comparison: RSDComparison | None = None
+
+    def summary(self, k_min: float = 0.05, k_max: float = 0.2) -> dict:
+        """Band summary: each catalogue's band_means and, with a reference, comparison.band()."""
+        out = {"m_min": self.m_min, "m_max": self.m_max, "k_min": k_min, "k_max": k_max,
+               "pred": band_means(self.pred, k_min, k_max)}
+        if self.ref is not None:
+            out["ref"] = band_means(self.ref, k_min, k_max)
+            if out["pred"]["bins"]:
+                out["ratios"] = self.comparison.band(k_min, k_max)
+        return out
+
+
+def selections(edges) -> list[tuple[str, float, float]]:
+    """('sum', edges[0], edges[-1]) and ('binB', edges[B], edges[B+1]) of mass-bin edges [M☉/h];
+    without edges (None) the one selection 'sum' of every halo."""
+    if edges is None:
+        return [("sum", 0.0, np.inf)]
+    e = [float(v) for v in edges]
+    return [("sum", e[0], e[-1])] + [(f"bin{b}", e[b], e[b + 1]) for b in range(len(e) - 1)]
+
+
+def measure(pred: Catalogue, ref: Catalogue | None = None, grid: int = 64, axis: int = 2,
+            mass_bin_edges=None, on_skip=None) -> dict[str, Selection]:
+    """Multipoles of `pred` (and `ref`, with the ratios) in real and redshift space, for every mass bin
+    of `mass_bin_edges` [M☉/h] and all of them together ('sum'); grid³ CIC mesh, line of sight `axis`.
+
+    A bin empty in either catalogue is left out (`on_skip(name, reason)` is told); an empty 'sum' is an error.
+    """
+    if ref is not None:
+        check_same_box(pred, ref)
+    out: dict[str, Selection] = {}
+    for name, lo, hi in selections(mass_bin_edges):
+        p = pred.select(lo, hi)
+        r = ref.select(lo, hi) if ref is not None else None
+        empty = [c.source for c in (p, r) if c is not None and not len(c.mass)]
+        if empty:
+            reason = f"no halo with mass in [{lo:.3g}, {hi:.3g}) M☉/h in {', '.join(empty)}"
+            if name == "sum":
+                raise HalopaintError(reason)
+            if on_skip:
+                on_skip(name, reason)
+            continue
+        mp = multipoles_of(p, grid, (axis,))
+        mr = multipoles_of(r, grid, (axis,)) if r is not None else None
+        out[name] = Selection(name, lo, hi, mp, mr, ratios(mp, mr) if mr is not None else None)
+    return out

@@ -168,6 +168,20 @@ class SpectraConfig:
 
 
 @dataclass(frozen=True)
+class MultipolesConfig:
+    """`halopaint spectra --multipoles`: real- and redshift-space P0, P2, P4 of halo catalogues."""
+
+    predicted: str = ""
+    reference: str | None = None
+    out: str = "multipoles"
+    los: str = "z"                      # line of sight: x | y | z (plane-parallel)
+    grid: int | str | None = None       # CIC mesh side, a positive even integer (the CLI passes its text);
+                                        # None = the prediction's grid (rounded up to even)
+    band: tuple[float, float] = (0.05, 0.2)  # [h/Mpc] k range of the summary
+    figures: bool = True
+
+
+@dataclass(frozen=True)
 class LightconeConfig:
     """`halopaint lightcone`: HEALPix shells and a halo catalogue from painted boxes (MPI over x-slabs)."""
 
@@ -204,6 +218,11 @@ class DemoConfig:
     lpt_grid: int = 128                 # larger 2LPT-only box (box side = lpt_grid · voxel size)
     lpt_seed: int = 9002
     kernels: str = "auto"
+    sample_seed: int = 1                # `sample` of the painted held-out box
+    multipole_grid: int | None = None   # RSD comparison mesh (None = the held-out grid)
+    lightcone_z_max: float = 0.05       # light cone of the large painted box around its centre
+    lightcone_shells: int = 4
+    lightcone_nside: int = 64
 
 
 def parse_bytes(text: str) -> int:

@@ -1,15 +1,22 @@
 """The main job on the embedded default (`halopaint demo`).
 
-1. simulate a held-out box with N-body truth at the model's voxel size, and a larger 2LPT-only box;
-2. paint both with the shipped model on R MPI ranks (`mpiexec -n R halopaint paint`), fastest kernels;
-3. compute the paper's statistics against the truth and the 2LPT bias baseline (Dask);
-4. write figures and a short text summary (T, r_c, s per bin and summed, |Δ| > 3 fraction,
-   wall time per stage, peak memory);
-5. print where everything is.
+1. simulate a held-out box with N-body truth at the model's voxel size, a larger 2LPT-only box, and the
+   held-out seed again 2LPT-only (the production-style input, with the 2LPT /velocity);
+2. paint both boxes with the shipped model on R MPI ranks (`mpiexec -n R halopaint paint`), fastest kernels;
+3. sample the painted held-out box into integer halos and a catalogue (`mpiexec -n R halopaint sample
+   --density <2LPT held-out file> --catalogue`);
+4. compute the paper's statistics against the truth and the 2LPT bias baseline (Dask), and the real- and
+   redshift-space multipoles of the sampled catalogue against the N-body FoF catalogue
+   (`halopaint spectra --multipoles`);
+5. build a light cone from the painted large box (`mpiexec -n R halopaint lightcone --catalogue --fits`);
+6. write figures and a short text summary (T, r_c, s per bin and summed, |Δ| > 3 fraction, the multipole
+   ratios, the light cone's halos, shells and files, wall time per stage, peak memory);
+7. print where everything is.
 
-The simulate and paint stages run the real CLI in subprocesses (the same commands a user types, painting
-under mpiexec), so the demo exercises exactly what production runs and each stage's peak memory is
-measured on its own; the statistics call `halopaint.analysis.report.run`, which is what `halopaint spectra` runs.
+The simulate, paint, sample, multipoles and light-cone stages run the real CLI in subprocesses (the same
+commands a user types, the MPI ones under mpiexec), so the demo exercises exactly what production runs and
+each stage's peak memory is measured on its own; the field statistics call `halopaint.analysis.report.run`,
+which is what `halopaint spectra` runs.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from halopaint.config import DemoConfig, SimulateConfig, SpectraConfig
 from halopaint.decomposition import plan_slabs
@@ -73,12 +82,16 @@ def _run_stage(name: str, cmd: list[str], log: StageLog, env: dict | None = None
     _say(f"{name}: done in {dt:.1f} s")
 
 
-def _paint_cmd(cfg: DemoConfig, density: Path, out: Path) -> list[str]:
-    paint = ["paint", "--model", cfg.model, "--density", str(density), "--out", str(out),
-             "--kernels", cfg.kernels]
+def _mpi_cmd(cfg: DemoConfig, *args: str) -> list[str]:
+    """`halopaint ARGS` on --ranks MPI ranks (alone for one rank)."""
     if cfg.ranks == 1:
-        return _halopaint_cmd(*paint)
-    return [_mpiexec(), "-n", str(cfg.ranks), *_halopaint_cmd(*paint)]
+        return _halopaint_cmd(*args)
+    return [_mpiexec(), "-n", str(cfg.ranks), *_halopaint_cmd(*args)]
+
+
+def _paint_cmd(cfg: DemoConfig, density: Path, out: Path) -> list[str]:
+    return _mpi_cmd(cfg, "paint", "--model", cfg.model, "--density", str(density), "--out", str(out),
+                    "--kernels", cfg.kernels)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -132,10 +145,35 @@ def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
         "simulate", "--lpt-only", "--grid", str(cfg.lpt_grid), "--box", f"{cfg.lpt_grid * voxel:g}",
         "--seed", str(cfg.lpt_seed), "--out", str(big), *common), log, env)
 
+    truth_lpt = out / "heldout_2lpt.h5"
+    _run_stage("simulate held-out seed 2LPT-only", _halopaint_cmd(
+        "simulate", "--lpt-only", "--grid", str(cfg.grid), "--box", f"{cfg.grid * voxel:g}", "--seed", str(cfg.seed),
+        "--out", str(truth_lpt), *common), log, env)
+
     painted_truth = out / "heldout_painted.h5"
     painted_big = out / "large_painted.h5"
     _run_stage(f"paint held-out box on {cfg.ranks} ranks", _paint_cmd(cfg, truth, painted_truth), log, env)
     _run_stage(f"paint large box on {cfg.ranks} ranks", _paint_cmd(cfg, big, painted_big), log, env)
+
+    sampled = out / "heldout_sampled.h5"
+    _run_stage(f"sample held-out box on {cfg.ranks} ranks", _mpi_cmd(
+        cfg, "sample", str(painted_truth), "--out", str(sampled), "--seed", str(cfg.sample_seed),
+        "--density", str(truth_lpt), "--catalogue", "--force"), log, env)
+    multipoles_dir = out / "multipoles_heldout"
+    grid_args = ["--multipole-grid", str(cfg.multipole_grid)] if cfg.multipole_grid else []
+    _run_stage("multipoles: sampled vs N-body catalogue", _halopaint_cmd(
+        "spectra", str(sampled), "--multipoles", "--reference", str(truth), "--out", str(multipoles_dir),
+        *grid_args), log, env)
+    rsd = json.loads((multipoles_dir / "multipoles.json").read_text())
+
+    cone = out / "lightcone.h5"
+    centre = f"{cfg.lpt_grid * voxel / 2:g}"
+    _run_stage(f"light cone of the large box on {cfg.ranks} ranks", _mpi_cmd(
+        cfg, "lightcone", str(painted_big), "--density", str(big), "--out", str(cone),
+        "--z-max", f"{cfg.lightcone_z_max:g}", "--shells", str(cfg.lightcone_shells),
+        "--nside", str(cfg.lightcone_nside), "--observer", centre, centre, centre,
+        "--catalogue", "--seed", str(cfg.sample_seed), "--fits"), log, env)
+    lightcone = lightcone_summary(cone)
 
     from halopaint.analysis.report import run as run_spectra
     spectra_dirs = {"heldout": out / "spectra_heldout", "large": out / "spectra_large"}
@@ -154,10 +192,14 @@ def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "model": str(bundle.metadata.training.get("name", cfg.model)),
         "voxel_size": voxel,
-        "files": {"heldout_truth": str(truth), "large_2lpt": str(big), "heldout_painted": str(painted_truth),
-                  "large_painted": str(painted_big), **{f"spectra_{k}": str(v) for k, v in spectra_dirs.items()}},
+        "files": {"heldout_truth": str(truth), "large_2lpt": str(big), "heldout_2lpt": str(truth_lpt),
+                  "heldout_painted": str(painted_truth), "large_painted": str(painted_big),
+                  "heldout_sampled": str(sampled), **{f"spectra_{k}": str(v) for k, v in spectra_dirs.items()},
+                  "multipoles_heldout": str(multipoles_dir), "lightcone": str(cone)},
         "heldout": heldout,
         "large": large,
+        "multipoles": rsd,
+        "lightcone": lightcone,
         "stages": [{"stage": n, "wall_s": round(s, 2), "peak_rss_gib": round(m, 3)} for n, s, m in log.stages],
         "total_wall_s": round(time.perf_counter() - t_all, 1),
     }
@@ -166,6 +208,25 @@ def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
     (out / "summary.txt").write_text(text)
     print(text)
     return summary
+
+
+def lightcone_summary(path: Path) -> dict:
+    """What a light-cone file holds: shells (z edges, expected halos), catalogue halos, every file written
+    with it (the HDF5 file, the FITS maps and catalogue, the figure)."""
+    import h5py
+    with h5py.File(path, "r") as h5:
+        if not h5.attrs.get("complete", False):
+            raise HalopaintError(f"{path}: light-cone file incomplete")
+        z_edges = np.asarray(h5["shells/z_edges"][...], dtype=np.float64)
+        expected = np.asarray(h5["shells/total_expected"][...], dtype=np.float64).sum(axis=1)
+        halos = int(h5["catalogue/ra"].shape[0]) if isinstance(h5.get("catalogue"), h5py.Group) else 0
+        nside = int(h5.attrs["nside"])
+    stem = path.with_suffix("")
+    files = [path, *sorted(path.parent.glob(f"{stem.name}_shell*.fits")),
+             *[p for p in (path.parent / f"{stem.name}_catalogue.fits", path.with_suffix(".png")) if p.exists()]]
+    return {"shells": len(z_edges) - 1, "z_edges": [round(float(z), 6) for z in z_edges], "nside": nside,
+            "expected_per_shell": [round(float(v), 2) for v in expected], "catalogue_halos": halos,
+            "files": [str(p) for p in files]}
 
 
 def _peak_self_gib() -> float:
@@ -188,6 +249,27 @@ def stats_table(stats: dict) -> list[str]:
     return rows
 
 
+def multipoles_lines(rsd: dict) -> list[str]:
+    """Per selection, the band means of P0_pred/P0_ref (real, redshift) and (P2/P0)_pred/(P2/P0)_ref."""
+    if not rsd.get("selections"):
+        return []
+    lines = [f"Sampled held-out catalogue vs N-body FoF catalogue, multipoles on a {rsd['grid']}³ mesh, line of "
+             f"sight {rsd['los']}, mean over {rsd['k_min']:g} ≤ k ≤ {rsd['k_max']:g} h/Mpc (pred/ref):",
+             f"  {'selection':<9s} {'halos pred':>10s} {'halos ref':>10s} {'P0 real':>8s} {'P0 z-sp':>8s}"
+             f" {'P2/P0':>8s}"]
+    for sel, band in rsd["selections"].items():
+        r = band.get("ratios")
+        if not r:
+            continue
+        lines.append(f"  {sel:<9s} {band['pred']['n_objects']:10d} {band['ref']['n_objects']:10d}"
+                     f" {r['p0_real_ratio']['mean']:8.3f} {r['p0_redshift_ratio']['mean']:8.3f}"
+                     f" {r['p2_over_p0_ratio']['mean']:8.3f}")
+    for sel, reason in rsd.get("skipped", {}).items():
+        lines.append(f"  {sel}: skipped ({reason})")
+    lines.append("")
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     """The short human-readable summary printed at the end and saved as summary.txt."""
     cfg = summary["config"]
@@ -201,6 +283,13 @@ def format_summary(summary: dict) -> str:
         lines.append("  fraction of voxels with |pred − true| > 3: "
                      + ", ".join(f"{sel} {v:.2e}" for sel, v in off.items()))
     lines.append("")
+    lines.extend(multipoles_lines(summary.get("multipoles", {})))
+    cone = summary.get("lightcone")
+    if cone:
+        lines.append(f"Light cone of the large painted box (observer at its centre, z ≤ {cone['z_edges'][-1]:g}): "
+                     f"{cone['shells']} shells, nside {cone['nside']}, {cone['catalogue_halos']} catalogue halos, "
+                     f"{len(cone['files'])} files ({sum(p.endswith('.fits') for p in cone['files'])} FITS)")
+        lines.append("")
     lines.append("Wall time and peak memory per stage:")
     for s in summary["stages"]:
         lines.append(f"  {s['stage']:<45s} {s['wall_s']:8.1f} s   peak RSS {s['peak_rss_gib']:.2f} GiB")
@@ -209,7 +298,7 @@ def format_summary(summary: dict) -> str:
     lines.append("Where everything is:")
     for k, v in summary["files"].items():
         lines.append(f"  {k:<24s} {v}")
-    for name in ("heldout", "large"):
-        for k, v in summary[name].get("files", {}).items():
+    for name in ("heldout", "large", "multipoles"):
+        for k, v in summary.get(name, {}).get("files", {}).items():
             lines.append(f"  {name + ' ' + k:<24s} {v}")
     return "\n".join(lines) + "\n"

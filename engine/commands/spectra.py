@@ -1,11 +1,15 @@
 """`halopaint spectra PRED.h5 [--reference TRUE.h5] [--density DENS.h5] --out DIR [--patches M]
-[--scheduler ADDR]`: the paper's statistics of a painted field on Dask (see analysis/report.py)."""
+[--scheduler ADDR]`: the paper's statistics of a painted field on Dask (see analysis/report.py).
+
+`halopaint spectra PRED.h5 --multipoles [--reference TRUE.h5] --out DIR [--los x|y|z] [--multipole-grid N]`:
+instead, real- and redshift-space multipoles of the files' halo catalogues (analysis/rsd_report.py); the
+field-statistics flags are refused with it."""
 
 from __future__ import annotations
 
 import argparse
 
-from halopaint.config import SpectraConfig
+from halopaint.config import MultipolesConfig, SpectraConfig
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -50,6 +54,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="output_format", default=d.output_format, choices=["hdf5", "json"],
                    help="statistics file format")
     p.add_argument("--no-figures", action="store_true", help="statistics only, no PNG figures")
+    m = MultipolesConfig()
+    p.add_argument("--multipoles", action="store_true",
+                   help="instead of the field statistics: P0, P2, P4 in real and redshift space of the halo "
+                        "catalogues (/catalogue or /catalog) of PRED.h5 (and TRUE.h5), per mass bin and summed")
+    p.add_argument("--los", default=m.los, metavar="x|y|z",
+                   help="with --multipoles: the plane-parallel line of sight (default %(default)s)")
+    p.add_argument("--multipole-grid", default=None, metavar="N",
+                   help="with --multipoles: CIC mesh side, a positive even integer (default: PRED's grid)")
+
+
+# flags of the field statistics, which --multipoles does not take (dest → flag)
+FIELD_ONLY = {"density": "--density", "patches": "--patches", "patch_size": "--patch-size",
+              "patch_seed": "--patch-seed", "scheduler": "--scheduler", "mas": "--mas", "density_mas": "--density-mas",
+              "bias_fit_kmax": "--bias-kmax", "bias_fit_subtract_shot_noise": "--no-bias-shot-noise",
+              "bispectrum_configs": "--bispectrum", "bispectrum_thetas": "--thetas",
+              "bispectrum_sum_only": "--bispectrum-sum-only", "chunk_planes": "--chunk-planes",
+              "spill_dir": "--spill-dir", "output_format": "--format"}
+
+
+def multipoles_config_from_args(args) -> MultipolesConfig:
+    """--multipoles: its config; a field-statistics flag given a value other than its default is refused."""
+    field, default = config_from_args(args), SpectraConfig()
+    given = [flag for dest, flag in FIELD_ONLY.items() if getattr(field, dest) != getattr(default, dest)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: field-statistics option(s), not taken with --multipoles "
+                         "(run `halopaint spectra` without --multipoles for them)")
+    return MultipolesConfig(predicted=args.predicted, reference=args.reference, out=args.out, los=args.los,
+                            grid=args.multipole_grid, figures=not args.no_figures)
 
 
 def config_from_args(args) -> SpectraConfig:
@@ -85,10 +117,24 @@ def validate(cfg: SpectraConfig) -> None:
 def run(args) -> int:
     from halopaint.analysis import report
     from halopaint.validation import OutputLock
+    if args.multipoles:
+        return run_multipoles(multipoles_config_from_args(args))
+    if args.los != MultipolesConfig().los or args.multipole_grid is not None:
+        raise ValueError("--los and --multipole-grid go with --multipoles")
     cfg = config_from_args(args)
     validate(cfg)
     with OutputLock(cfg.out, "halopaint spectra"):
         summary = report.run(cfg)
+    for name, path in summary["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def run_multipoles(cfg: MultipolesConfig) -> int:
+    from halopaint.analysis import rsd_report
+    from halopaint.validation import OutputLock
+    with OutputLock(cfg.out, "halopaint spectra"):
+        summary = rsd_report.run(cfg)
     for name, path in summary["files"].items():
         print(f"{name}: {path}")
     return 0
