@@ -30,6 +30,9 @@ import h5py
 import numpy as np
 
 
+CATALOGUE_BYTES_PER_HALO = 126     # peak per rank: 58 B of columns, twice while concatenated, + lists
+
+
 def _redshifts(text: str) -> list[float]:
     try:
         zs = [float(v) for v in text.split(",") if v.strip()]
@@ -135,7 +138,10 @@ def main(argv=None) -> int:
                 text = (out.stdout + out.stderr).strip()
                 print("  " + text.replace("\n", "\n  "))
         print(f"\n[lightcone] maps per rank: {map_memory_bytes(args) / 2**20:.1f} MiB "
-              f"({args.shells} shells × 4 bins × nside {args.nside}); catalogue rows stay in per-rank parts")
+              f"({args.shells} shells × 4 bins × nside {args.nside}); catalogue rows stay in per-rank parts, "
+              f"and a rank holds its rows until it writes them: ≈ {CATALOGUE_BYTES_PER_HALO} B per halo at peak "
+              f"(measured: 1.57e8 halos on 2 ranks, 9.9 GB per rank), i.e. ≈ {CATALOGUE_BYTES_PER_HALO} × "
+              f"halos / {args.ranks} per rank")
         return 0
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     timings = {}
