@@ -168,6 +168,13 @@ class CountModel:
         breaks = np.asarray(self.mu_breaks[mass_bin], dtype=np.float64)
         return table[np.searchsorted(breaks, np.asarray(mu, dtype=np.float64), side="right")]
 
+    def velocity_law(self, mass_bin: int) -> tuple[float, float]:
+        """(g_b, σ_b [km/s]) of a catalogue's halo velocities in bin b: v = g_b · field + N(0, σ_b²) per
+        component; g = 1 without velocity_bias, σ = 0 without velocity_dispersion."""
+        gain = 1.0 if self.velocity_bias is None else float(self.velocity_bias[mass_bin])
+        sigma = 0.0 if self.velocity_dispersion is None else float(self.velocity_dispersion[mass_bin])
+        return gain, sigma
+
     def select(self, bins) -> "CountModel":
         """The count model of mass bins `bins` (indices into this model), in that order."""
         pick = lambda v: None if v is None else [v[b] for b in bins]  # noqa: E731

@@ -171,9 +171,8 @@ def _velocity_law(cfg: LightconeConfig, snap, bins) -> tuple[np.ndarray, np.ndar
         cm = CountModel.from_dict(json.loads(str(text)))
     except (ValueError, KeyError, TypeError) as exc:
         raise LightconeError(f"{snap.info.path}: count_model attribute is not a count model ({exc})") from None
-    pick = lambda values, default: np.array([default if values is None else values[b] for b in bins],  # noqa: E731
-                                            dtype=np.float64)
-    return pick(cm.velocity_bias, 1.0), pick(cm.velocity_dispersion, 0.0)
+    gain, sigma = np.array([cm.velocity_law(b) for b in bins], dtype=np.float64).reshape(n_sel, 2).T
+    return gain, sigma
 
 
 def _write_part(cfg: LightconeConfig, local: dict, rank: int, size: int) -> int:

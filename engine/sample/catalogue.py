@@ -130,11 +130,10 @@ def catalogue_plane(counts: np.ndarray, plane: int, seed: int, count_model: Coun
         pos = float32_inside_voxel((cell + u) * h, cell, n, box_size)
         beta = count_model.mass_slope[b]
         mass = sample_masses(m, float(edges[i]), float(edges[i + 1]), beta, rng)
+        gain, sigma = count_model.velocity_law(b)
         vel = np.zeros((m, 3))
         if velocity is not None:
-            gain = 1.0 if count_model.velocity_bias is None else count_model.velocity_bias[b]
             vel = gain * slab_cic_readout(velocity, velocity_first, pos, box_size)
-        sigma = 0.0 if count_model.velocity_dispersion is None else count_model.velocity_dispersion[b]
         if sigma > 0:
             vel += sigma * rng.standard_normal((m, 3))
         cols["pos"].append(pos)
