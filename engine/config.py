@@ -92,6 +92,8 @@ class SimulateConfig:
         """`out` with `{z}` replaced by the redshift written as `f"{z:g}"` (0.0 → 0, 0.5 → 0.5)."""
         return self.out.replace("{z}", f"{z:g}")
 
+TRAIN_PATHS = ("auto", "eager", "fused")      # TrainConfig.train_path (halopaint.train.fast)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -120,6 +122,8 @@ class TrainConfig:
     rotate: bool = True                 # random one of the 24 cube rotations per patch (paper)
     init_model: str | None = None       # warm start: generator weights from a bundle
     device: str = "auto"
+    train_path: str = "auto"            # one of TRAIN_PATHS: eager (reference) | fused (halopaint.train.fast)
+                                        # | auto: fused on CPU, eager elsewhere
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from halopaint.model import BundleMetadata, Critic, Generator, InputNormalisatio
 from halopaint.patches import PatchSampler
 from halopaint.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from halopaint.train.data import TrainingData, TrainingError
-from halopaint.train.losses import gradient_penalty, poisson_nll
+from halopaint.train import fast
+from halopaint.train.losses import poisson_nll
 
 
 class BinTrainer:
@@ -50,6 +51,9 @@ class BinTrainer:
         self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()} \
             if cfg.ema_decay > 0 else None
         self.n_updates = 0
+        # the generator forward of the steps (with gradients), of the critic steps (without), and the penalty:
+        # the eager reference, or the fused path of halopaint.train.fast (same losses and gradients)
+        self.path = fast.training_path(cfg.train_path, self.gen, device)
         g = self.gen.ghost_width
         boxes = [(d, h[j]) for d, h in data.train]
         self.streams = [PatchSampler(boxes, data.train_regions, cfg.patch, g,
@@ -82,10 +86,9 @@ class BinTrainer:
             d, h = s.draw(self.cfg.batch_size)
             eps = self._tensor(s.uniform(self.cfg.batch_size))
             real = self._tensor(h)
-            with torch.no_grad():
-                fake = self.gen(self._input(d))
-            w = self.critic(real).mean() - self.critic(fake).mean()
-            gp = gradient_penalty(self.critic, real, fake, eps)
+            fake = self.path.inference(self._input(d))
+            w = self.path.wasserstein(self.critic, real, fake)
+            gp = self.path.penalty(self.critic, real, fake, eps)
             loss = -w + self.cfg.gp_lambda * gp
             loss.backward()            # summed over streams; GradientSync.average divides once
             rec["critic_loss"] += loss.item() / n
@@ -103,16 +106,17 @@ class BinTrainer:
         for s in self.streams:
             d, h = s.draw(self.cfg.batch_size)
             real = self._tensor(h)
-            fake = self.gen(self._input(d))
+            fake = self.path.generator(self._input(d))
             nll = poisson_nll(fake, real)
             loss = self.cfg.supervised_weight * nll if self.cfg.supervised_weight > 0 else fake.sum() * 0
             if adversarial:
-                loss = loss - self.cfg.adversarial_weight * self.critic(fake).mean()
+                loss = loss - self.cfg.adversarial_weight * self.path.critic_mean(self.critic, fake)
             loss.backward()
             rec["gen_loss"] += loss.item() / n
             rec["poisson_nll"] += nll.item() / n
         sync.average(self.gen.parameters(), n)
         self.opt_g.step()
+        self.path.weights_changed()
         self.n_updates += 1
         if self.ema is not None:
             decay = min(self.cfg.ema_decay, (1 + self.n_updates) / (10 + self.n_updates))
@@ -165,6 +169,7 @@ class BinTrainer:
 
     def load_state(self, st: dict) -> None:
         self.gen.load_state_dict(st["generator"])
+        self.path.weights_changed()
         self.opt_g.load_state_dict(st["opt_g"])
         self.n_updates = int(st.get("n_updates", 0))
         if self.ema is not None:
