@@ -118,9 +118,11 @@ class CountModel:
     increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
-    velocity_bias[b] = g_b and velocity_dispersion[b] = σ_b [km/s]: a halo's velocity is g_b times the
-    density file's /velocity at its position plus a per-component Gaussian of σ_b (None: not calibrated;
-    g_b = 1 when only σ_b is given).
+    velocity_bias[b] = g_b, velocity_infall[b] = γ_b [km/s] and velocity_dispersion[b] = σ_b [km/s]: a
+    halo's velocity is g_b times the density file's /velocity at its position, plus γ_b times h∇δ of the
+    density file's /density at its voxel (halopaint.sample.catalogue.voxel_density_gradient: infall towards
+    the local overdensity), plus a per-component Gaussian of σ_b (None: not calibrated; g_b = 1 when only
+    σ_b is given, γ_b = 0 without velocity_infall, as in older bundles).
     generator_sha256[b]: digest of bin b's generator weights the law was fitted with (a count model is
     only valid for the painted means it was fitted on; ModelBundle.load refuses a stale one).
     provenance: how it was fitted (command, data files with SHA-256, diagnostics).
@@ -132,6 +134,7 @@ class CountModel:
     velocity_dispersion: list[float] | None = None
     velocity_bias: list[float] | None = None
     generator_sha256: list[str] | None = None
+    velocity_infall: list[float] | None = None
     provenance: dict = field(default_factory=dict)
     law: str = "quadratic-variance"
 
@@ -147,7 +150,8 @@ class CountModel:
             if any(not (math.isfinite(x) and x > 0) for x in br) or any(y <= x for x, y in zip(br, br[1:])):
                 raise ValueError(f"count model bin {b}: mu_breaks must be positive and increasing")
         for name, values in (("mass_slope", self.mass_slope), ("velocity_dispersion", self.velocity_dispersion),
-                             ("velocity_bias", self.velocity_bias), ("generator_sha256", self.generator_sha256)):
+                             ("velocity_bias", self.velocity_bias), ("generator_sha256", self.generator_sha256),
+                             ("velocity_infall", self.velocity_infall)):
             if values is not None and len(values) != n:
                 raise ValueError(f"count model: {len(values)} {name} entries for {n} mass bins")
         if self.mass_slope is not None and not all(math.isfinite(x) for x in self.mass_slope):
@@ -157,6 +161,8 @@ class CountModel:
             raise ValueError("count model: velocity_dispersion must be finite and ≥ 0 [km/s]")
         if self.velocity_bias is not None and not all(math.isfinite(x) and x > 0 for x in self.velocity_bias):
             raise ValueError("count model: velocity_bias must be finite and > 0")
+        if self.velocity_infall is not None and not all(math.isfinite(x) for x in self.velocity_infall):
+            raise ValueError("count model: velocity_infall must be finite [km/s]")
 
     @property
     def n_bins(self) -> int:
@@ -168,12 +174,19 @@ class CountModel:
         breaks = np.asarray(self.mu_breaks[mass_bin], dtype=np.float64)
         return table[np.searchsorted(breaks, np.asarray(mu, dtype=np.float64), side="right")]
 
-    def velocity_law(self, mass_bin: int) -> tuple[float, float]:
-        """(g_b, σ_b [km/s]) of a catalogue's halo velocities in bin b: v = g_b · field + N(0, σ_b²) per
-        component; g = 1 without velocity_bias, σ = 0 without velocity_dispersion."""
+    def velocity_law(self, mass_bin: int) -> tuple[float, float, float]:
+        """(g_b, σ_b [km/s], γ_b [km/s]) of a catalogue's halo velocities in bin b: v = g_b · field +
+        γ_b · h∇δ (at the halo's voxel) + N(0, σ_b²) per component; g = 1 without velocity_bias, σ = 0
+        without velocity_dispersion, γ = 0 without velocity_infall."""
         gain = 1.0 if self.velocity_bias is None else float(self.velocity_bias[mass_bin])
         sigma = 0.0 if self.velocity_dispersion is None else float(self.velocity_dispersion[mass_bin])
-        return gain, sigma
+        infall = 0.0 if self.velocity_infall is None else float(self.velocity_infall[mass_bin])
+        return gain, sigma, infall
+
+    @property
+    def has_infall(self) -> bool:
+        """Whether any bin's velocity law has an infall term (then catalogues need the density planes)."""
+        return self.velocity_infall is not None and any(x != 0.0 for x in self.velocity_infall)
 
     def select(self, bins) -> "CountModel":
         """The count model of mass bins `bins` (indices into this model), in that order."""
@@ -181,7 +194,7 @@ class CountModel:
         return replace(self, alpha=[list(self.alpha[b]) for b in bins],
                        mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
                        velocity_dispersion=pick(self.velocity_dispersion), velocity_bias=pick(self.velocity_bias),
-                       generator_sha256=pick(self.generator_sha256))
+                       velocity_infall=pick(self.velocity_infall), generator_sha256=pick(self.generator_sha256))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,7 +204,7 @@ class CountModel:
         floats = lambda v: None if v is None else [float(x) for x in v]  # noqa: E731
         return cls(alpha=[floats(a) for a in d["alpha"]], mu_breaks=[floats(m) for m in d["mu_breaks"]],
                    mass_slope=floats(d.get("mass_slope")), velocity_dispersion=floats(d.get("velocity_dispersion")),
-                   velocity_bias=floats(d.get("velocity_bias")),
+                   velocity_bias=floats(d.get("velocity_bias")), velocity_infall=floats(d.get("velocity_infall")),
                    generator_sha256=None if d.get("generator_sha256") is None else [str(s) for s in
                                                                                     d["generator_sha256"]],
                    provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")))
@@ -385,7 +398,8 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
     cat = lambda name: None if any(getattr(m, name) is None for m in models) else [  # noqa: E731
         v for m in models for v in getattr(m, name)]
     return CountModel(alpha=cat("alpha"), mu_breaks=cat("mu_breaks"), mass_slope=cat("mass_slope"),
-                      velocity_dispersion=cat("velocity_dispersion"), generator_sha256=cat("generator_sha256"),
+                      velocity_dispersion=cat("velocity_dispersion"), velocity_bias=cat("velocity_bias"),
+                      velocity_infall=cat("velocity_infall"), generator_sha256=cat("generator_sha256"),
                       provenance={"parts": [m.provenance for m in models]})
 
 

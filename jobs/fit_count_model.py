@@ -2,6 +2,7 @@
 """Fit a bundle's count model (the law `halopaint sample` draws integer halos from) on N-body training boxes.
 
     python jobs/fit_count_model.py BUNDLE.pt --boxes a.h5 b.h5 … --out NEW.pt [--mu-ranges auto|K]
+        [--velocity-law infall|field]
 
 Paints every box whole (periodic) with the bundle and fits, per mass bin, Var[n | μ] = μ + α(μ)·μ² of the
 true counts n given the painted mean μ (halopaint.sample.fit_count_law: 1 + α = Σ n(n−1) / Σ μ²,
@@ -11,7 +12,10 @@ of a realization of the left-out box), a rule fixed before any held-out box is l
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
 /catalog/vel and a velocity field, the per-bin velocity law about /lpt_velocity (the 2LPT field a
 production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity):
-v_halo = g_b · field(x_halo) + N(0, σ_b²) per component (halopaint.sample.fit_velocity_law). Use training boxes only. Everything, with
+v_halo = g_b · field(x_halo) + γ_b · h∇δ(voxel of the halo) + N(0, σ_b²) per component, ∇δ of the box's
+/density (the 2LPT density a production file holds; halopaint.sample.fit_velocity_law,
+voxel_density_gradient); `--velocity-law field` fits the earlier law without the infall term γ_b. Use
+training boxes only. Everything, with
 the files' SHA-256, goes to metadata.count_model.provenance; the generators are untouched (checked: the
 new bundle paints bit-identically). Written atomically and loaded back.
 """
@@ -33,7 +37,7 @@ from halopaint.fields import FieldFile, file_provenance, same_voxel_size  # noqa
 from halopaint.model import CountModel, ModelBundle, generator_digest  # noqa: E402
 from halopaint.paint import paint_whole_box  # noqa: E402
 from halopaint.sample import (fit_count_law, fit_mass_slope, fit_velocity_law, sample_counts,  # noqa: E402
-                              slab_cic_readout)
+                              slab_cic_readout, voxel_density_gradient)
 
 CANDIDATE_RANGES = (1, 2, 4)
 CV_SEED = 12345
@@ -49,9 +53,9 @@ def load_boxes(bundle: ModelBundle, paths: list[str]) -> list[dict]:
                 raise HalopaintError(f"{path}: voxel size {info.voxel_size:g} Mpc/h, the bundle's is "
                                      f"{bundle.metadata.voxel_size:g}")
             bins = file_bins_for(bundle, info.mass_bin_edges, path)
-            box = dict(path=path, info=info, true=f.read_halos(bins),
-                       painted=paint_whole_box(bundle, f.read_density()),
-                       provenance=file_provenance(path, info.attrs))
+            rho = f.read_density()
+            box = dict(path=path, info=info, true=f.read_halos(bins), painted=paint_whole_box(bundle, rho),
+                       density=np.asarray(rho, np.float32), provenance=file_provenance(path, info.attrs))
             cat = f.h5.get("catalog")
             box["mass"] = None if cat is None else np.asarray(cat["mass"], np.float64)
             # the field the catalogue adds the dispersion to at run time is a production (--lpt-only) density
@@ -89,12 +93,36 @@ def cross_validate(boxes: list[dict], n_bins: int) -> dict[int, float]:
     return scores
 
 
+def fit_velocities(boxes: list[dict], edges: np.ndarray, law: str) -> tuple[list, list, list | None, str]:
+    """The catalogue velocity law of the boxes' FoF halos, pooled: (g_b, σ_b [km/s], γ_b [km/s] or None for
+    the field-only law, a description for the provenance)."""
+    at_halo, grads = [], []
+    for x in boxes:
+        n, box = x["density"].shape[-1], x["info"].box_size
+        at_halo.append(slab_cic_readout(x["velocity"], 0, x["pos"], box))
+        cells = np.floor(x["pos"] * (n / box)).astype(np.int64) % n
+        grads.append(voxel_density_gradient(x["density"], 0, cells))
+    fit = fit_velocity_law(np.concatenate(at_halo), np.concatenate([x["vel"] for x in boxes]),
+                           np.concatenate([x["mass"] for x in boxes]), edges,
+                           gradient_at_halo=np.concatenate(grads) if law == "infall" else None)
+    gain = [float(v) if np.isfinite(v) else 1.0 for v in fit[0]]
+    sigma = [float(np.nan_to_num(v)) for v in fit[1]]
+    infall = [float(np.nan_to_num(v)) for v in fit[3]] if law == "infall" else None
+    fields = sorted({x["velocity_field"] for x in boxes})
+    term = " + gamma_b * h grad(delta) at the halo's voxel (/density, 3x3x3 stencil)" if law == "infall" else ""
+    note = (f"/catalog/vel of the N-body halos = g_b * CIC({', '.join(fields)}) at the halo{term} + N(0, sigma_b) "
+            "per component; least squares through 0, sigma_b the residual RMS, over all boxes")
+    return gain, sigma, infall, note
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", help="bundle to extend ('default' = the shipped one)")
     ap.add_argument("--boxes", nargs="+", required=True, help="N-body training boxes (/density, /halos, /catalog)")
     ap.add_argument("--out", required=True, help="bundle to write (the same weights + metadata.count_model)")
     ap.add_argument("--mu-ranges", default="auto", help="K ranges of μ for α(μ), or auto (cross-validated)")
+    ap.add_argument("--velocity-law", choices=("infall", "field"), default="infall",
+                    help="catalogue velocity law: g·field + γ·h∇δ + noise (infall, default) or g·field + noise")
     args = ap.parse_args(argv)
     command = " ".join(["python jobs/fit_count_model.py", *(argv if argv is not None else sys.argv[1:])])
     try:
@@ -109,15 +137,10 @@ def main(argv=None) -> int:
         if all(x["mass"] is not None for x in boxes):
             masses = np.concatenate([x["mass"] for x in boxes])
             slopes = [fit_mass_slope(masses, edges[b], edges[b + 1]) for b in range(n_bins)]
-        gain, sigma, note = None, None, "not calibrated: the boxes have no /velocity and /catalog/vel"
+        gain, sigma, infall = None, None, None
+        note = "not calibrated: the boxes have no /velocity and /catalog/vel"
         if all("vel" in x for x in boxes):
-            at_halo = [slab_cic_readout(x["velocity"], 0, x["pos"], x["info"].box_size) for x in boxes]
-            g, s, _ = fit_velocity_law(np.concatenate(at_halo), np.concatenate([x["vel"] for x in boxes]),
-                                       np.concatenate([x["mass"] for x in boxes]), edges)
-            gain, sigma = [float(v) if np.isfinite(v) else 1.0 for v in g], [float(np.nan_to_num(v)) for v in s]
-            fields = sorted({x["velocity_field"] for x in boxes})
-            note = (f"/catalog/vel of the N-body halos = g_b * CIC({', '.join(fields)}) at the halo + N(0, sigma_b) "
-                    "per component; g_b least squares through 0, sigma_b the residual RMS, over all boxes")
+            gain, sigma, infall, note = fit_velocities(boxes, edges, args.velocity_law)
         provenance = dict(command=command, data=[x["provenance"] for x in boxes], mu_ranges=ranges,
                           cv_scores={str(k): v for k, v in scores.items()},
                           selection="K of min leave-one-box-out score over {1, 2, 4} (fixed before any "
@@ -126,7 +149,7 @@ def main(argv=None) -> int:
                           per_bin=diags, mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
                           velocity_dispersion=note)
         cm = CountModel(alpha=alpha, mu_breaks=breaks, mass_slope=slopes, velocity_dispersion=sigma,
-                        velocity_bias=gain, generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
+                        velocity_bias=gain, velocity_infall=infall, generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
         new = replace(bundle, metadata=replace(bundle.metadata, count_model=cm))
         new.save(args.out)
         back = ModelBundle.load(args.out)
@@ -142,6 +165,7 @@ def main(argv=None) -> int:
     for b in range(n_bins):
         extra = "" if slopes is None else f", mass slope beta {slopes[b]:.3f}"
         extra += "" if sigma is None else f", velocity gain {gain[b]:.3f}, sigma_v {sigma[b]:.1f} km/s"
+        extra += "" if infall is None else f", infall {infall[b]:.1f} km/s"
         print(f"bin {b}: alpha {np.round(alpha[b], 4).tolist()} (mu breaks {np.round(breaks[b], 4).tolist()})"
               f"{extra}")
     print(f"velocity dispersion: {note}")

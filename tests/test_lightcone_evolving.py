@@ -110,6 +110,42 @@ def test_sampled_snapshots_carry_their_velocity_law(tmp_path):
     np.testing.assert_allclose(v_los, 1.5 * (rhat @ v), rtol=1e-6, atol=1e-3)
 
 
+def test_sampled_snapshots_apply_the_infall_term(tmp_path):
+    """A count model with γ_b: v_los = r̂ · (g_b v + γ_b h∇δ(voxel)) with σ = 0, h∇δ of the density file's
+    /density (voxel_density_gradient); the attr velocity_infall records γ."""
+    import json
+    from halopaint.model import CountModel
+    from halopaint.sample import voxel_density_gradient
+    n, box = 8, 32.0
+    counts = np.zeros((2, n, n, n), np.int32)
+    counts[1, 6, 1, 5], counts[1, 0, 7, 2] = 5, 3
+    write_sampled(tmp_path / "s.h5", counts, box, 0.0)
+    law = CountModel(alpha=[[0.0], [0.0]], mu_breaks=[[], []], velocity_dispersion=[90.0, 0.0],
+                     velocity_bias=[1.1, 1.2], velocity_infall=[10.0, 400.0])
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.attrs["count_model"] = json.dumps(law.to_dict())
+    v = np.array([300.0, -200.0, 100.0])
+    x = np.arange(n)
+    rho = (1 + 0.3 * np.cos(2 * np.pi * x / n)[:, None, None] * np.sin(2 * np.pi * x / n)[None, None, :]
+           * np.ones((1, n, 1)))
+    write_field(tmp_path / "d.h5", standard_attrs(box, 0.0, Cosmology(), seed=5), density=rho,
+                extra={"velocity": np.broadcast_to(v[:, None, None, None], (3, n, n, n)).astype(np.float32)})
+    cfg = LightconeConfig(inputs=(str(tmp_path / "s.h5"),), densities=(str(tmp_path / "d.h5"),),
+                          out=str(tmp_path / "lc.h5"), z_edges=(0.0, 0.012), nside=16, observer=(2.0, 2.0, 2.0),
+                          figure=False, catalogue=True)
+    lightcone.build(cfg, comm=None, progress=False)
+    with h5py.File(cfg.out) as f:
+        ra, dec, chi, v_los = (np.radians(f["catalogue/ra"][:]), np.radians(f["catalogue/dec"][:]),
+                               f["catalogue/chi"][:], f["catalogue/v_los"][:])
+        np.testing.assert_allclose(f.attrs["velocity_infall"], [[10.0, 400.0]])
+    assert len(v_los) > 0
+    rhat = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
+    pos = np.mod(rhat * chi[:, None] + np.array([2.0, 2.0, 2.0]), box)
+    grad = voxel_density_gradient(rho, 0, np.floor(pos * n / box).astype(np.int64))
+    assert np.abs(grad).max() > 0.01
+    np.testing.assert_allclose(v_los, np.sum(rhat * (1.2 * v + 400.0 * grad), axis=1), rtol=1e-5, atol=1e-2)
+
+
 def test_masses_follow_the_mass_function_in_the_bin():
     from halopaint.sim.cosmology import LinearCosmology
     from halopaint.sim.massfunction import MassSampler, watson13_dndlnm

@@ -22,7 +22,7 @@ from halopaint.fields import FieldFile, standard_attrs, write_field
 from halopaint.model import BundleMetadata, CountModel, ModelBundle, ModelBundleError, generator_digest
 from halopaint.sample import (SampleConfig, catalogue_plane, draw_counts, fit_count_law, fit_mass_slope,
                               fit_velocity_law, poisson_count_model, realization_parts_dir, sample,
-                              sample_counts, sample_masses, slab_cic_readout, voxel_counts)
+                              sample_counts, sample_masses, slab_cic_readout, voxel_counts, voxel_density_gradient)
 # the numpy reference of the numba kernel: no numba thread pool in this process (it changes torch's last bits
 # in later in-process paint tests)
 from halopaint.sim.grids import cic_readout_numpy as cic_readout
@@ -233,6 +233,95 @@ def test_velocity_law_is_recovered_from_synthetic_halos():
         fit_velocity_law(at_halo[:, :2], np.concatenate(vel)[:, :2], np.concatenate(mass), edges)
 
 
+def test_voxel_density_gradient_on_slabs_equals_the_whole_box():
+    """The 3×3×3 gradient from a slab of the halo's plane ± 1 (periodic wrap included) equals the whole box's;
+    a density linear in y has h∇δ = (0, slope, 0) away from the wrap."""
+    n = 12
+    rho = lognormal_density(n, 4).astype(np.float64)
+    rng = np.random.default_rng(2)
+    cells = rng.integers(0, n, (300, 3))
+    whole = voxel_density_gradient(rho, 0, cells)
+    for plane in (0, 5, n - 1):
+        c = cells.copy()
+        c[:, 0] = plane
+        idx = [(plane - 1) % n, plane, (plane + 1) % n]
+        np.testing.assert_allclose(voxel_density_gradient(rho[idx], plane - 1, c),
+                                   voxel_density_gradient(rho, 0, c), atol=1e-12)
+    assert whole.shape == (300, 3) and np.isfinite(whole).all()
+    ramp = np.broadcast_to(1.0 + 0.05 * np.arange(n)[None, :, None], (n, n, n))
+    inner = cells[(cells[:, 1] > 0) & (cells[:, 1] < n - 1)]
+    np.testing.assert_allclose(voxel_density_gradient(ramp, 0, inner), np.tile([0.0, 0.05, 0.0], (len(inner), 1)),
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="outside the given slab"):
+        voxel_density_gradient(rho[3:6], 3, np.array([[3, 0, 0]]))
+
+
+def test_velocity_infall_law_is_recovered_from_synthetic_halos():
+    """v = g_b · field + γ_b · h∇δ (voxel) + N(0, σ_b): g within 2 %, γ within 5 %, σ within 3 %; without the
+    gradient the same call gives the field-only law (three items)."""
+    n, box = 16, 64.0
+    v = smooth_velocity(n, 4)
+    rho = lognormal_density(n, 6, sigma=0.8)
+    rng = np.random.default_rng(5)
+    edges, laws = [1e12, 1e13, 1e14], [(1.02, 130.0, 120.0), (1.05, -60.0, 80.0)]
+    pos, vel, mass, grads = [], [], [], []
+    for b, (g, gamma, s) in enumerate(laws):
+        p = rng.uniform(0, box, (30_000, 3))
+        grad = voxel_density_gradient(rho, 0, np.floor(p * n / box).astype(np.int64))
+        field = cic_readout(np.moveaxis(v, 0, -1).astype(np.float64), p, box)
+        pos.append(p), grads.append(grad), mass.append(rng.uniform(edges[b], edges[b + 1], 30_000))
+        vel.append(g * field + gamma * grad + s * rng.standard_normal((30_000, 3)))
+    at_halo = slab_cic_readout(v.astype(np.float64), 0, np.concatenate(pos), box)
+    gain, sigma, counts, infall = fit_velocity_law(at_halo, np.concatenate(vel), np.concatenate(mass), edges,
+                                                   gradient_at_halo=np.concatenate(grads))
+    assert counts.tolist() == [30_000, 30_000]
+    np.testing.assert_allclose(gain, [x[0] for x in laws], rtol=0.02)
+    np.testing.assert_allclose(infall, [x[1] for x in laws], rtol=0.05)
+    np.testing.assert_allclose(sigma, [x[2] for x in laws], rtol=0.03)
+    assert len(fit_velocity_law(at_halo, np.concatenate(vel), np.concatenate(mass), edges)) == 3
+
+
+def test_catalogue_velocities_with_the_infall_term(tmp_path):
+    """sample --catalogue with a count model with γ_b: v − g_b·CIC(/velocity) − γ_b·h∇δ(/density) is the
+    N(0, σ_b) dispersion (exactly 0 where σ_b = 0); the same seed without γ gives the same positions,
+    masses and dispersion draws (the streams do not change)."""
+    from dataclasses import replace
+    n = 26
+    mu = expected_field(3, n, seed=10, means=(1.0, 0.5, 0.3))
+    cm = replace(make_count_model(), velocity_infall=[200.0, -80.0, 150.0])
+    dens = write_density_velocity(tmp_path / "d.h5", n)
+    cats = {}
+    for name, law in (("infall", cm), ("field", replace(cm, velocity_infall=None))):
+        painted = write_painted(tmp_path / f"p-{name}.h5", mu, law)
+        out = tmp_path / f"c-{name}.h5"
+        sample(SampleConfig(painted=painted, out=str(out), seed=3, density=dens, catalogue=True), serial_comm())
+        with h5py.File(out, "r") as f:
+            cats[name] = {k: f["catalogue"][k][...] for k in ("pos", "vel", "mass", "mass_bin")}
+    with h5py.File(dens, "r") as d:
+        velocity, rho = d["velocity"][...], d["density"][...]
+    cat, b = cats["infall"], cats["infall"]["mass_bin"]
+    for k in ("pos", "mass", "mass_bin"):
+        np.testing.assert_array_equal(cat[k], cats["field"][k])
+    pos = cat["pos"].astype(np.float64)
+    field = cic_readout(np.moveaxis(velocity, 0, -1).astype(np.float64), pos, 4.0 * n)
+    grad = voxel_density_gradient(rho, 0, np.floor(pos / 4.0).astype(np.int64))
+    resid = cat["vel"] - field * np.take(cm.velocity_bias, b)[:, None] - grad * np.take(cm.velocity_infall, b)[:, None]
+    np.testing.assert_allclose(resid, cats["field"]["vel"] - field * np.take(cm.velocity_bias, b)[:, None], atol=0.05)
+    assert np.abs(resid[b == 2]).max() < 0.05 and np.abs(grad[b == 2]).max() > 0.01
+
+
+def test_count_models_without_infall_load_and_mean_no_infall():
+    """A count model dict from before velocity_infall existed loads; its law has γ = 0 (g, σ as stored)."""
+    old = make_count_model().to_dict()
+    del old["velocity_infall"]
+    cm = CountModel.from_dict(old)
+    assert cm.velocity_infall is None and not cm.has_infall
+    assert cm.velocity_law(0) == (1.15, 150.0, 0.0)
+    assert CountModel.from_dict(json.loads(json.dumps(cm.to_dict()))) == cm
+    with pytest.raises(ValueError, match="velocity_infall"):
+        CountModel(alpha=[[0.0]], mu_breaks=[[]], velocity_infall=[float("nan")])
+
+
 def test_catalogue_plane_matches_counts_voxels_and_bins():
     n, box = 12, 48.0
     counts = np.zeros((2, n, n), np.int32)
@@ -273,6 +362,7 @@ def test_shipped_bundle_has_a_fitted_count_model():
     assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]
     assert cm.velocity_dispersion is not None and all(50 < s < 300 for s in cm.velocity_dispersion)
     assert cm.velocity_bias is not None and all(0.9 < g < 1.5 for g in cm.velocity_bias)
+    assert cm.has_infall and all(50 < g < 200 for g in cm.velocity_infall)
 
 
 # -------------------------------------------------------------------------------------- the driver

@@ -1,5 +1,5 @@
 """`jobs/fit_count_model.py` end to end on synthetic N-body-like boxes with a known count law, mass slope
-and velocity law (gain, dispersion): each is recovered, the bundle keeps its weights and paints identically."""
+and velocity law (gain, infall, dispersion): each is recovered, the bundle keeps its weights and paints identically."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from test_sample import smooth_velocity
 
 N, BOX = 26, 104.0
 LAW = CountModel(alpha=[[-0.3], [0.6]], mu_breaks=[[], []], mass_slope=[0.9, 1.3],
-                 velocity_dispersion=[120.0, 60.0], velocity_bias=[1.2, 0.9])
+                 velocity_dispersion=[120.0, 60.0], velocity_bias=[1.2, 0.9], velocity_infall=[300.0, -150.0])
 
 
 def _fit_script():
@@ -45,9 +45,9 @@ def _box(path, bundle, seed: int) -> str:
     truth = sample_counts(mu, 100 + seed, LAW)
     velocity = smooth_velocity(N, seed)
     edges = bundle.metadata.mass_bin_edges
-    rows = [catalogue_plane(truth[:, x], x, 200 + seed, LAW, [0, 1], edges, BOX, velocity=velocity[:, [(x - 1) % N, x,
-                                                                                                       (x + 1) % N]],
-                            velocity_first=x - 1) for x in range(N)]
+    near = lambda x: [(x - 1) % N, x, (x + 1) % N]  # noqa: E731
+    rows = [catalogue_plane(truth[:, x], x, 200 + seed, LAW, [0, 1], edges, BOX, velocity=velocity[:, near(x)],
+                            velocity_first=x - 1, density=rho[near(x)], density_first=x - 1) for x in range(N)]
     cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     attrs = standard_attrs(BOX, 0.0, Cosmology(), mass_bin_edges=edges, seed=seed,
                            density_recipe=DensityRecipe().to_json())
@@ -76,5 +76,6 @@ def test_fit_script_recovers_law_slopes_and_dispersion(tmp_path, capsys):
     np.testing.assert_allclose(cm.mass_slope, LAW.mass_slope, atol=0.15)
     np.testing.assert_allclose(cm.velocity_dispersion, LAW.velocity_dispersion, rtol=0.05)
     np.testing.assert_allclose(cm.velocity_bias, LAW.velocity_bias, rtol=0.03)
+    np.testing.assert_allclose(cm.velocity_infall, LAW.velocity_infall, rtol=0.1)
     for a, b in zip(bundle.generators, new.generators):
         assert all(torch.equal(a[k], b[k]) for k in a)

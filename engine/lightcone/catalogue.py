@@ -7,9 +7,10 @@ that voxel's snapshot. Columns (all (n,)):
                    (healpy's pixel of (RA, Dec) with lonlat=True is the map pixel)
   chi [Mpc/h]      comoving distance;  z_cos: the cosmological redshift z(χ)
   v_los [km/s]     line-of-sight peculiar velocity, positive away from the observer: g_b times the
-                   density file's /velocity CIC-interpolated at the halo (periodic) plus a Gaussian
-                   per-component dispersion σ_b of its mass bin (g_b, σ_b: the sampled snapshot's count
-                   model, fitted at its redshift, or --velocity-dispersion with g = 1); 0 without density files
+                   density file's /velocity CIC-interpolated at the halo (periodic), plus γ_b times h∇δ of
+                   its /density at the halo's voxel (infall), plus a Gaussian per-component dispersion σ_b
+                   of its mass bin (g_b, σ_b, γ_b: the sampled snapshot's count model, fitted at its
+                   redshift, or --velocity-dispersion with g = 1, γ = 0); 0 without density files
   z_obs            (1 + z_cos)(1 + v_los/c) − 1
   mass [M☉/h]      drawn inside the bin's edges from the Watson et al. (2013) FoF mass function at the
                    snapshot's redshift;  mass_bin: the input's mass-bin index
@@ -23,8 +24,10 @@ import math
 
 import numpy as np
 
+from halopaint.decomposition import periodic_ranges
 from halopaint.fields import FieldFile
 from halopaint.lightcone.geometry import DistanceRedshift, Geometry
+from halopaint.sample.catalogue import voxel_density_gradient
 from halopaint.sim.massfunction import MassSampler, watson13_dndlnm
 
 C_KMS = 299792.458
@@ -69,6 +72,8 @@ class VelocitySlab:
                 if hi > grid:
                     parts.append(np.asarray(ds[:, 0:hi - grid], dtype=np.float32))
                 self.v = np.concatenate(parts, axis=1)
+            # the same planes of /density, for the velocity law's infall term (halopaint.sample.halo_velocities)
+            self.rho = _slab_planes(f.h5["density"], grid, x0, x1) if "density" in f.h5 else None
 
     def at(self, pos: np.ndarray) -> np.ndarray:
         """CIC-interpolated velocity (m, 3) [km/s] at box-frame positions pos (m, 3) [Mpc/h] whose x lies in
@@ -90,17 +95,33 @@ class VelocitySlab:
                     out += w[:, None] * self.v[:, ix, iy, iz].T
         return out
 
+    def infall_at(self, pos: np.ndarray) -> np.ndarray:
+        """h∇δ (m, 3) of /density at the voxels of box-frame positions pos (m, 3) [Mpc/h] (x in [x0, x1))."""
+        if self.rho is None:
+            raise ValueError("the velocity law has an infall term: the density file needs /density")
+        cells = np.floor(np.mod(pos, self.box) * (self.grid / self.box)).astype(np.int64) % self.grid
+        return voxel_density_gradient(self.rho, self.x0 - 1, cells)
+
+
+def _slab_planes(ds, grid: int, x0: int, x1: int) -> np.ndarray:
+    """x-planes [x0 − 1, x1 + 1) (periodic) of a 3-D dataset (N, N, N), float32."""
+    return np.concatenate([np.asarray(ds[p % grid:p % grid + 1], dtype=np.float32) for p in range(x0 - 1, x1 + 1)]) \
+        if x1 - x0 + 2 >= grid else np.concatenate([np.asarray(ds[a:b], dtype=np.float32)
+                                                     for a, b, _ in periodic_ranges(x0 - 1, x1 + 1, grid)])
+
 
 class SnapshotCatalogue:
     """What the catalogue needs of one snapshot: its redshift, mass samplers per bin, velocities."""
 
     def __init__(self, index: int, redshift: float, linear, mass_bin_edges, bins, integer_counts: bool,
-                 velocities: VelocitySlab | None, gain: np.ndarray, dispersion: np.ndarray):
+                 velocities: VelocitySlab | None, gain: np.ndarray, dispersion: np.ndarray,
+                 infall: np.ndarray | None = None):
         self.index, self.redshift, self.bins = index, float(redshift), tuple(bins)
         self.integer_counts = integer_counts
         self.velocities = velocities
         self.gain = np.asarray(gain, dtype=np.float64)                   # (n_sel,) g_b on the field
         self.dispersion = np.asarray(dispersion, dtype=np.float64)       # (n_sel,) km/s per component
+        self.infall = np.zeros(len(self.bins)) if infall is None else np.asarray(infall, dtype=np.float64)
         edges = np.asarray(mass_bin_edges, dtype=np.float64)
         self.masses = [MassSampler(edges[b], edges[b + 1], lambda m: watson13_dndlnm(linear, m, self.redshift))
                        for b in bins]
@@ -143,6 +164,8 @@ def catalogue_plane(geo: Geometry, dist: DistanceRedshift, counts: np.ndarray, p
             if snap.velocities is not None:
                 box_pos = (p + geo.observer[:, None]).T
                 vel = snap.gain[k] * snap.velocities.at(box_pos).T + kick
+                if snap.infall[k]:
+                    vel += snap.infall[k] * snap.velocities.infall_at(box_pos).T
                 v_los = np.sum(vel * p, axis=0) / rr
             else:
                 v_los = np.zeros(rr.size)

@@ -154,25 +154,27 @@ def _agree_counts(scans: dict, comm) -> None:
             raise LightconeError(str(exc)) from None
 
 
-def _velocity_law(cfg: LightconeConfig, snap, bins) -> tuple[np.ndarray, np.ndarray]:
-    """(gain g_b, dispersion σ_b [km/s]) per selected bin of one snapshot: v = g_b · /velocity + N(0, σ_b²).
+def _velocity_law(cfg: LightconeConfig, snap, bins) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gain g_b, dispersion σ_b [km/s], infall γ_b [km/s]) per selected bin of one snapshot:
+    v = g_b · /velocity + γ_b · h∇δ + N(0, σ_b²) (CountModel.velocity_law).
 
-    --velocity-dispersion wins (g = 1); otherwise a sampled snapshot's count model (its `count_model` attr,
-    fitted on N-body halos at that redshift by jobs/fit_count_model.py) gives both; otherwise g = 1, σ = 0.
+    --velocity-dispersion wins (g = 1, γ = 0); otherwise a sampled snapshot's count model (its `count_model`
+    attr, fitted on N-body halos at that redshift by jobs/fit_count_model.py) gives all three; otherwise
+    g = 1, σ = 0, γ = 0.
     """
     n_sel = len(bins)
     if cfg.velocity_dispersion is not None:
         v = np.asarray(cfg.velocity_dispersion, dtype=np.float64)
-        return np.ones(n_sel), (np.full(n_sel, v[0]) if v.size == 1 else v)
+        return np.ones(n_sel), (np.full(n_sel, v[0]) if v.size == 1 else v), np.zeros(n_sel)
     text = snap.info.attrs.get("count_model") if snap.integer_counts else None
     if not text:
-        return np.ones(n_sel), np.zeros(n_sel)
+        return np.ones(n_sel), np.zeros(n_sel), np.zeros(n_sel)
     try:
         cm = CountModel.from_dict(json.loads(str(text)))
     except (ValueError, KeyError, TypeError) as exc:
         raise LightconeError(f"{snap.info.path}: count_model attribute is not a count model ({exc})") from None
-    gain, sigma = np.array([cm.velocity_law(b) for b in bins], dtype=np.float64).reshape(n_sel, 2).T
-    return gain, sigma
+    gain, sigma, infall = np.array([cm.velocity_law(b) for b in bins], dtype=np.float64).reshape(n_sel, 3).T
+    return gain, sigma, infall
 
 
 def _write_part(cfg: LightconeConfig, local: dict, rank: int, size: int) -> int:
@@ -209,7 +211,7 @@ def _catalogue_group(f: h5py.File, cfg: LightconeConfig, counts: list[int], loca
 
 
 def _write_master(cfg: LightconeConfig, snapshots, plan, bins, maps: np.ndarray, local, counts, n_replicas: int,
-                  ranks: int, seconds: float, laws: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+                  ranks: int, seconds: float, laws: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
     first = snapshots[0].info
     sources = [dict(file_provenance(s.info.path, s.info.attrs), redshift=s.redshift) for s in snapshots]
     densities = [file_provenance(s.density.path, s.density.attrs) for s in snapshots if s.density is not None]
@@ -218,10 +220,11 @@ def _write_master(cfg: LightconeConfig, snapshots, plan, bins, maps: np.ndarray,
                            ordering="RING", observer=np.asarray(cfg.observer, dtype=np.float64),
                            subsample=int(cfg.subsample), mass_bins=np.asarray(bins, dtype=np.int64),
                            replicas=int(n_replicas), ranks=int(ranks), sources=sources, densities=densities,
-                           velocities=("g_b · density /velocity + N(0, sigma_b) per component" if densities
-                                       else "none (v_los = 0)"),
-                           velocity_gain=np.asarray([g for g, _ in laws], dtype=np.float64),
-                           velocity_dispersion=np.asarray([d for _, d in laws], dtype=np.float64),
+                           velocities=("g_b · density /velocity + gamma_b · h grad(delta) + N(0, sigma_b) per "
+                                       "component" if densities else "none (v_los = 0)"),
+                           velocity_gain=np.asarray([law[0] for law in laws], dtype=np.float64),
+                           velocity_dispersion=np.asarray([law[1] for law in laws], dtype=np.float64),
+                           velocity_infall=np.asarray([law[2] for law in laws], dtype=np.float64),
                            snapshot_choice="nearest snapshot to the shell's middle redshift",
                            mass_function="Watson et al. 2013 FoF, at the snapshot redshift")
     check_writable(cfg.out)

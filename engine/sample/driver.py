@@ -207,6 +207,11 @@ def _read_velocity(ds, a: int, b: int, n: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def _read_density(ds, a: int, b: int, n: int) -> np.ndarray:
+    """Density planes a−1 … b (periodic): (b−a+2, N, N) float32 (the velocity law's infall term)."""
+    return np.concatenate([np.asarray(ds[s0:s1], np.float32) for s0, s1, _ in periodic_ranges(a - 1, b + 1, n)])
+
+
 def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File) -> dict:
     """Sample planes [x0, x1) into the open part file; → per-bin totals and halo count of this rank."""
     n = s.info.grid
@@ -227,9 +232,11 @@ def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File
             totals += counts.reshape(len(s.bins), -1).sum(axis=1)
             if cfg.catalogue:
                 vel = _read_velocity(df.h5["velocity"], a, b, n)
+                rho = _read_density(df.h5["density"], a, b, n) if s.count_model.has_infall else None
                 for x in range(a, b):
                     cat = catalogue_plane(counts[:, x - a], x, cfg.seed, s.count_model, s.bins, s.edges,
-                                          s.info.box_size, velocity=vel, velocity_first=a - 1)
+                                          s.info.box_size, velocity=vel, velocity_first=a - 1, density=rho,
+                                          density_first=a - 1)
                     m = len(cat["mass"])
                     for k, v in cat.items():
                         d = part["catalogue"][k]
