@@ -3,9 +3,9 @@ through the CLI.
 
 Exactly the reproduction of docs/model-card.md: simulate the held-out seed 9001 (64³ voxels of 4 Mpc/h,
 256³ particles, never used in training), paint it with `--model default`, compute the statistics with
-`halopaint spectra`. Everything is deterministic, so the numbers are those of docs/model-card.md (summed
-bins: max|T−1| = 0.030 for k ≤ 0.2 h/Mpc, r_c(0.109) = 0.967, s/s_2LPT = 0.86, 0.59, 0.55 below 0.1 h/Mpc;
-mean counts within 1.9 %). The test asserts the bar itself, so a change to the model, kernels, paint engine
+`halopaint spectra`. Everything is deterministic, so the numbers are those of docs/model-card.md (the 16-box
+model, summed bins: max|T−1| = 0.068 for k ≤ 0.2 h/Mpc, r_c(0.109) = 0.967, s/s_2LPT = 0.81, 0.56, 0.52
+below 0.1 h/Mpc; mean counts within 2.2 %). The test asserts the bar itself, so a change to the model, kernels, paint engine
 or estimator that breaks the physics fails here.
 """
 
@@ -45,8 +45,8 @@ def test_shipped_model_meets_the_bar_on_the_held_out_seed(tmp_path):
         true = ft["halos"][...].reshape(ft["halos"].shape[0], -1).mean(axis=1)
     np.testing.assert_allclose(painted, true, rtol=0.05)     # count-calibrated: the number density is right
     # the per-bin bar on an integer realization (docs/model-card.md#integer-realizations-per-mass-bin-held-out):
-    # |T−1| ≤ 0.15 over 0.05–0.2 h/Mpc and the count variance within 25 % in every bin (measured 0.06–0.11,
-    # 0.99–1.04 over seeds 9001/9002 × 2 realizations)
+    # |T−1| ≤ 0.15 over 0.05–0.2 h/Mpc and the count variance within 25 % in every bin (16-box model:
+    # 0.04–0.15 and 0.99–1.07 per realization over seeds 9001/9002 × 2 realizations)
     from halopaint.analysis.spectra import cross_statistics
     _cli("sample", "p.h5", "--out", "r.h5", "--seed", "0", "--quiet", cwd=tmp_path)
     with h5py.File(tmp_path / "r.h5") as fr, h5py.File(tmp_path / "t.h5") as ft:
