@@ -16,8 +16,9 @@ with less work. Three parts, each exact algebra (only the rounding differs):
   bias does not enter ∇ₓD. The stride-2 transposed convs run as one stride-1 conv of the s³ sub-kernels
   ("polyphase") and a pixel shuffle: oneDNN's stride-2 transposed conv into one channel (the critic's first
   layer, 8 → 1 channel onto 50³) took 29 ms of a 40 ms critic step on one thread.
-- The critic steps' generator forward (no gradient) runs through the fused inference kernel of this
-  device (`halopaint.kernels.select(device, "auto")`), rebuilt whenever the generator's weights change.
+- The critic steps' generator forwards (no gradient; the generator is fixed during them) run up front as one
+  batch through the fused inference kernel of this device (`halopaint.kernels.select(device, "auto")`),
+  rebuilt whenever the generator's weights change.
 
 The eager reference stays the default on devices other than the CPU (`train_path="auto"`); see
 docs/performance.md#training-halopaint-train for the measured ratios.
@@ -56,9 +57,9 @@ class EagerPath:
         return self.gen(x)
 
     @torch.no_grad()
-    def inference(self, x: torch.Tensor) -> torch.Tensor:
-        """The generator forward of the critic steps (no gradients)."""
-        return self.gen(x)
+    def inference_many(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The generator forwards of the critic steps (no gradients), one per input, one at a time."""
+        return [self.gen(x) for x in xs]
 
     def weights_changed(self) -> None:
         """Called after every change of the generator's weights (optimiser step, checkpoint load)."""
@@ -88,8 +89,10 @@ class FusedPath(EagerPath):
     def generator(self, x: torch.Tensor) -> torch.Tensor:
         return generator_forward(dict(self.gen.named_parameters()), x, self.gen.spec)
 
-    def inference(self, x: torch.Tensor) -> torch.Tensor:
-        return self._inference(x)
+    def inference_many(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """All critic steps' generator forwards as one batch through the fused inference kernel."""
+        out = self._inference(torch.cat(xs))
+        return list(out.split([x.shape[0] for x in xs]))
 
     def weights_changed(self) -> None:
         self._inference.invalidate()
