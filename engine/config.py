@@ -185,6 +185,9 @@ class MultipolesConfig:
     figures: bool = True
 
 
+SNAPSHOT_BLENDS = ("linear", "nearest")   # how a light cone picks a snapshot per voxel (lightcone.blend)
+
+
 @dataclass(frozen=True)
 class LightconeConfig:
     """`halopaint lightcone`: HEALPix shells and a halo catalogue from painted boxes (MPI over x-slabs)."""
@@ -201,11 +204,12 @@ class LightconeConfig:
     subsample: int = 1                  # s³ sub-points per voxel for the maps
     mass_bins: tuple[int, ...] | None = None  # None = every bin of the inputs
     catalogue: bool = False             # also Poisson-sample a halo catalogue
-    seed: int = 0                       # catalogue random streams: (seed, snapshot, x-plane, replica)
+    seed: int = 0                       # random streams: catalogue (seed, snapshot, x-plane, replica), blend (seed, x-plane, replica)
     planes_per_read: int = 8            # x-planes read from the input at a time
     figure: bool = True                 # PNG of the maps beside the output (<out stem>.png)
     max_replicas: int = 20000           # refuse plans that need more periodic replicas than this
-    snapshot_tolerance: float = 0.25    # max |z_shell_middle − z_snapshot| accepted
+    snapshot_tolerance: float = 0.25    # max |z_shell_middle − z_snapshot| accepted (linear: outside the snapshots)
+    snapshot_blend: str = "linear"      # linear: dithered blend of adjacent snapshots per voxel; nearest: per shell
     velocity_dispersion: tuple[float, ...] | None = None  # per-bin Gaussian σ per component [km/s]
     fits: bool = False                  # also one HEALPix FITS file per shell (+ the catalogue as a FITS table)
 

@@ -173,6 +173,7 @@ def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
         "--z-max", f"{cfg.lightcone_z_max:g}", "--shells", str(cfg.lightcone_shells),
         "--nside", str(cfg.lightcone_nside), "--observer", centre, centre, centre,
         "--catalogue", "--seed", str(cfg.sample_seed), "--fits"), log, env)
+    from halopaint.lightcone.summary import lightcone_summary
     lightcone = lightcone_summary(cone)
 
     from halopaint.analysis.report import run as run_spectra
@@ -208,25 +209,6 @@ def _run_demo(cfg: DemoConfig, bundle: ModelBundle, out: Path) -> dict:
     (out / "summary.txt").write_text(text)
     print(text)
     return summary
-
-
-def lightcone_summary(path: Path) -> dict:
-    """What a light-cone file holds: shells (z edges, expected halos), catalogue halos, every file written
-    with it (the HDF5 file, the FITS maps and catalogue, the figure)."""
-    import h5py
-    with h5py.File(path, "r") as h5:
-        if not h5.attrs.get("complete", False):
-            raise HalopaintError(f"{path}: light-cone file incomplete")
-        z_edges = np.asarray(h5["shells/z_edges"][...], dtype=np.float64)
-        expected = np.asarray(h5["shells/total_expected"][...], dtype=np.float64).sum(axis=1)
-        halos = int(h5["catalogue/ra"].shape[0]) if isinstance(h5.get("catalogue"), h5py.Group) else 0
-        nside = int(h5.attrs["nside"])
-    stem = path.with_suffix("")
-    files = [path, *sorted(path.parent.glob(f"{stem.name}_shell*.fits")),
-             *[p for p in (path.parent / f"{stem.name}_catalogue.fits", path.with_suffix(".png")) if p.exists()]]
-    return {"shells": len(z_edges) - 1, "z_edges": [round(float(z), 6) for z in z_edges], "nside": nside,
-            "expected_per_shell": [round(float(v), 2) for v in expected], "catalogue_halos": halos,
-            "files": [str(p) for p in files]}
 
 
 def _peak_self_gib() -> float:

@@ -11,8 +11,9 @@ included; strings passed to importlib are not imports and are not seen). Layers,
   2 core           model, fields, decomposition, launch, ddp, patches, allocator, validation
   3 drivers        paint, train, simulation, analysis.* (each independent of the others)
   4 derived        calibrate, sample                    (built on the painter's output)
-  5 production     lightcone, demo, api
-  6 orchestration  cli, commands.*
+  5 production     lightcone, api
+  6 composition    demo                                 (runs every command, summarises their outputs)
+  7 orchestration  cli, commands.*
 
 A module may import modules of lower layers and of its own room (e.g. paint.plan → paint.io). Rooms of
 the same layer do not import each other, except in layers 0 and 2 (small mutually supporting
@@ -38,8 +39,9 @@ LAYERS = {
     2: ("model", "fields", "decomposition", "launch", "ddp", "patches", "allocator", "validation"),
     3: ("paint", "train", "simulation", "analysis"),
     4: ("calibrate", "sample"),
-    5: ("lightcone", "demo", "api"),
-    6: ("cli", "commands"),
+    5: ("lightcone", "api"),
+    6: ("demo",),
+    7: ("cli", "commands"),
 }
 ROOM_LAYER = {room: layer for layer, rooms in LAYERS.items() for room in rooms}
 SHARED_LAYERS = {0, 2}          # layers whose rooms may import each other (acyclically)

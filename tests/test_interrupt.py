@@ -299,10 +299,13 @@ def lightcone_args(files, out) -> list[str]:
             "--nside", "8"]
 
 
+@pytest.mark.parametrize("catalogue", [[], ["--catalogue"]], ids=["maps", "catalogue"])
 @pytest.mark.parametrize("sig", ["INT", "TERM"])
-def test_lightcone_interrupted_leaves_nothing(files, tmp_path, sig):
+def test_lightcone_interrupted_leaves_nothing(files, tmp_path, sig, catalogue):
+    """With --catalogue one rank writes its rows into the master's temporary file as it goes: interrupted,
+    that file is removed and nothing appears under the final name."""
     out = tmp_path / "lc.h5"
-    res = cli(*lightcone_args(files, out), hook=f"lightcone:0:8:{sig}")
+    res = cli(*lightcone_args(files, out), *catalogue, hook=f"lightcone:0:8:{sig}")
     assert res.returncode == 2, res.stderr
     lines = error_lines(res.stderr, "lightcone")
     assert len(lines) == 1 and f"interrupted by SIG{sig}" in lines[0], res.stderr
@@ -311,9 +314,13 @@ def test_lightcone_interrupted_leaves_nothing(files, tmp_path, sig):
 
 
 @needs_mpiexec
-def test_lightcone_one_rank_of_two_terminated_ends_the_job(files, tmp_path):
+@pytest.mark.parametrize("catalogue", [[], ["--catalogue"]], ids=["maps", "catalogue"])
+def test_lightcone_one_rank_of_two_terminated_ends_the_job(files, tmp_path, catalogue):
+    """Rank 1 stops after its first plane block while rank 0 runs on: no master, and no part file marked
+    complete (a rank's part is completed only after every rank has finished its planes)."""
     out = tmp_path / "lc.h5"
-    res = cli(*lightcone_args(files, out), ranks=2, hook="lightcone:1:8:TERM")
+    res = cli(*lightcone_args(files, out), *catalogue, ranks=2, hook="lightcone:1:8:TERM")
     assert res.returncode != 0
     assert "interrupted by SIGTERM" in res.stderr, res.stderr
     assert not out.exists()
+    assert not [p for p in glob.glob(str(tmp_path / "lc.h5.parts" / "*.h5")) if is_complete(p)]

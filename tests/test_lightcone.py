@@ -119,11 +119,13 @@ def test_each_shell_uses_the_nearest_snapshot(tmp_path):
     write_painted(tmp_path / "a.h5", n, box, 0.0, value=1.0, bins=1)
     write_painted(tmp_path / "b.h5", n, box, 0.04, value=3.0, bins=1)
     cfg = LightconeConfig(inputs=(str(tmp_path / "b.h5"), str(tmp_path / "a.h5")), out=str(tmp_path / "lc.h5"),
-                          z_edges=(0.005, 0.015, 0.03, 0.05), nside=8, figure=False)
+                          z_edges=(0.005, 0.015, 0.03, 0.05), nside=8, figure=False, snapshot_blend="nearest")
     lightcone.build(cfg, comm=None, progress=False)
     with h5py.File(cfg.out) as f:
         snap, totals, edges = f["shells/snapshot"][:], f["shells/total_expected"][:, 0], f["shells/chi_edges"][:]
         sources = f.attrs["sources"]
+        assert f.attrs["snapshot_choice"] == "nearest"
+        assert np.array_equal(f["shells/snapshot_fraction"][:], np.eye(2)[[1, 0, 0]])
     # inputs: b (z = 0.04) first, a (z = 0) second; middle redshifts ≈ 0.010, 0.0225, 0.040
     assert list(snap) == [1, 0, 0]
     assert "sha256" in sources
@@ -216,6 +218,7 @@ def test_bad_input_is_refused_before_any_output(tmp_path):
         (dict(z_max=2.0, snapshot_tolerance=5.0), "copies of the 32 Mpc/h box"),
         (dict(z_max=2.0), "from its nearest snapshot"),
         (dict(snapshot_tolerance=-1.0), "--snapshot-tolerance"),
+        (dict(snapshot_blend="cubic"), "--snapshot-blend must be one of linear, nearest"),
         (dict(velocity_dispersion=(1.0, 2.0, 3.0)), "--velocity-dispersion"),
         (dict(out=p), "would overwrite the input"),
         (dict(densities=(d, d)), "2 density files for 1 snapshots"),

@@ -1,6 +1,7 @@
 """The light cone on R MPI ranks (CI: mpiexec -n 2 and -n 3) against the same build on one rank.
 
-Criteria: maps within 1e-6 of the one-rank maps (float64 sums in another order, stored float32); the
+Both snapshot blends (the linear blend's draws belong to (plane, replica), not ranks). Criteria: maps
+within 1e-6 of the one-rank maps (float64 sums in another order, stored float32); the
 catalogue (positions, velocities from the density files, masses, z_obs) identical row for row after
 sorting (its random streams belong to x-planes, not ranks), read through the master's virtual datasets
 over the per-rank part files.
@@ -47,7 +48,8 @@ def _read(path):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_distributed_lightcone_equals_one_rank(shared_dir, monkeypatch):
+@pytest.mark.parametrize("blend", ["linear", "nearest"])
+def test_distributed_lightcone_equals_one_rank(shared_dir, monkeypatch, blend):
     from mpi4py import MPI
     d, comm = shared_dir
     monkeypatch.setattr(lightcone.maps, "REDUCE_CHUNK", 10_000)      # the maps are summed in many chunks
@@ -55,9 +57,10 @@ def test_distributed_lightcone_equals_one_rank(shared_dir, monkeypatch):
     common = dict(inputs=(os.path.join(d, "a.h5"), os.path.join(d, "b.h5")),
                   densities=(os.path.join(d, "a-dens.h5"), os.path.join(d, "b-dens.h5")),
                   velocity_dispersion=(50.0, 80.0), z_min=0.005, z_max=0.05, shells=3,
-                  nside=16, observer=(3.0, -5.0, 40.0), subsample=2, catalogue=True, seed=4, figure=False)
-    one = os.path.join(d, f"one-{size}.h5")
-    many = os.path.join(d, f"many-{size}.h5")
+                  nside=16, observer=(3.0, -5.0, 40.0), subsample=2, catalogue=True, seed=4, figure=False,
+                  snapshot_blend=blend, planes_per_read=2)
+    one = os.path.join(d, f"one-{size}-{blend}.h5")
+    many = os.path.join(d, f"many-{size}-{blend}.h5")
     if comm.Get_rank() == 0:
         lightcone.build(LightconeConfig(out=one, **common), comm=MPI.COMM_SELF, progress=False)
     comm.Barrier()
@@ -69,7 +72,12 @@ def test_distributed_lightcone_equals_one_rank(shared_dir, monkeypatch):
         maps_r, cat_r, rr = _read(many)
         assert (r1, rr) == (1, size)
         with h5py.File(many) as f:
-            assert f["catalogue/ra"].is_virtual and f.attrs["complete"]
+            assert f["catalogue/ra"].is_virtual and f.attrs["complete"] and f.attrs["snapshot_choice"] == blend
+            fraction = f["shells/snapshot_fraction"][:]
+        with h5py.File(one) as f:
+            assert np.array_equal(f["shells/snapshot_fraction"][:], fraction)
+        if blend == "linear":                       # the shells between z = 0 and 0.03 mix both snapshots
+            assert np.all((fraction[:2] > 0) & (fraction[:2] < 1))
         assert np.abs(maps_r - maps1).max() <= 1e-6 * maps1.max()
         assert len(cat1["ra"]) > 1000
         for k in lightcone.CATALOGUE_COLUMNS:

@@ -5,13 +5,14 @@
                         [--subsample S] [--mass-bins all|0|1-3] [--catalogue --seed S] [--fits] [--no-figure]
 
 One painted (or sampled) file per snapshot redshift (same box, grid, cosmology, mass bins) and, in the same
-order, its density file for the halos' velocities; each shell is painted from the snapshot nearest its
-middle redshift. Runs unchanged alone, under `mpiexec -n R` and under `srun`.
+order, its density file for the halos' velocities; each voxel is painted from one of the two snapshots
+around its redshift (dithered linear blend; --snapshot-blend nearest: the snapshot nearest each shell's
+middle redshift). Runs unchanged alone, under `mpiexec -n R` and under `srun`.
 """
 
 from __future__ import annotations
 
-from halopaint.config import LightconeConfig, parse_mass_bins
+from halopaint.config import SNAPSHOT_BLENDS, LightconeConfig, parse_mass_bins
 
 
 def add_arguments(p) -> None:
@@ -39,9 +40,14 @@ def add_arguments(p) -> None:
     p.add_argument("--velocity-dispersion", type=float, nargs="+", default=None, metavar="KMS",
                    help="Gaussian velocity dispersion per component added to each halo [km/s]: one value, "
                         "or one per selected mass bin (default 0)")
+    p.add_argument("--snapshot-blend", choices=SNAPSHOT_BLENDS, default=d.snapshot_blend,
+                   help="linear (default): each voxel takes one of the two snapshots z_i < z < z_j around its "
+                        "redshift, z_j with probability (z − z_i)/(z_j − z_i), so mean counts interpolate linearly "
+                        "in z; "
+                        "nearest: each shell takes the snapshot nearest its middle redshift")
     p.add_argument("--snapshot-tolerance", type=float, default=d.snapshot_tolerance, metavar="DZ",
                    help="refuse a shell whose middle redshift is further than DZ from every snapshot "
-                        "(default %(default)s)")
+                        "(linear blend: outside the snapshots' redshift range only; default %(default)s)")
     p.add_argument("--fits", action="store_true",
                    help="also one HEALPix FITS map per shell (OUT_shellNN.fits) and, with --catalogue, "
                         "the catalogue as a FITS table (OUT_catalogue.fits)")
@@ -54,6 +60,7 @@ def config_from_args(args) -> LightconeConfig:
         z_edges=tuple(args.z_edges) if args.z_edges else None, nside=args.nside, observer=tuple(args.observer),
         subsample=args.subsample, mass_bins=parse_mass_bins(args.mass_bins), catalogue=args.catalogue,
         seed=args.seed, figure=not args.no_figure, fits=args.fits, snapshot_tolerance=args.snapshot_tolerance,
+        snapshot_blend=args.snapshot_blend,
         velocity_dispersion=tuple(args.velocity_dispersion) if args.velocity_dispersion else None)
 
 

@@ -1,8 +1,8 @@
 """Halo catalogues on the light cone: positions, masses, velocities and observed redshifts.
 
 Halos per voxel: a sampled (integer) snapshot's counts as they are; a painted (expected-count) snapshot's
-N ~ Poisson(λ). Each halo is uniform in its voxel and kept when its distance falls in a shell painted from
-that voxel's snapshot. Columns (all (n,)):
+N ~ Poisson(λ). Only the snapshot that owns a voxel-replica (halopaint.lightcone.blend) places its halos;
+each halo is uniform in its voxel and kept when its own distance falls in a shell. Columns (all (n,)):
   ra, dec [deg]    RA = atan2(y, x) in [0, 360), Dec = asin(z/r), box axes centred on the observer
                    (healpy's pixel of (RA, Dec) with lonlat=True is the map pixel)
   chi [Mpc/h]      comoving distance;  z_cos: the cosmological redshift z(χ)
@@ -16,12 +16,12 @@ that voxel's snapshot. Columns (all (n,)):
                    snapshot's redshift;  mass_bin: the input's mass-bin index
 Streams: each (snapshot, x-plane, replica) draws from SeedSequence(seed, snapshot, plane, replica) —
 positions, then masses, then dispersions, bin by bin — so the catalogue does not depend on the ranks.
+Rows go to disk block by block (RowWriter): memory O(rows of one plane block).
 """
 
 from __future__ import annotations
 
-import math
-
+import h5py
 import numpy as np
 
 from halopaint.decomposition import periodic_ranges
@@ -127,54 +127,84 @@ class SnapshotCatalogue:
                        for b in bins]
 
 
-def catalogue_plane(geo: Geometry, dist: DistanceRedshift, counts: np.ndarray, plane: int, reps,
-                    active: np.ndarray, snap: SnapshotCatalogue, seed: int, out: dict) -> None:
-    """Halos of one x-plane (n_bins, N, N) for every replica; kept ones appended to `out` columns."""
+def catalogue_replica(geo: Geometry, dist: DistanceRedshift, counts: np.ndarray, plane: int, rep, near: np.ndarray,
+                      snap: SnapshotCatalogue, seed: int, out: dict) -> None:
+    """Halos of x-plane `plane` (counts (n_bins, N, N)) in replica `rep`, in the voxels `near` ((N, N) bool:
+    owned by this snapshot, centre within half a voxel diagonal of the shells); those whose own distance
+    falls in a shell are appended to the `out` columns. Stream: SeedSequence(seed, snapshot, plane, replica)."""
     h = geo.voxel
-    lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
-    margin = math.sqrt(3.0) * h / 2
-    x = (plane + 0.5) * h
-    for rep in reps:
-        if not geo.plane_reaches(x, rep, lo, hi, margin=margin):
+    iy, iz = np.nonzero(near)
+    if iy.size == 0:
+        return
+    dx, dy, dz, _ = geo.plane_offsets(plane, rep)
+    key = [seed, snap.index, plane, *(int(v) + (1 << 20) for v in rep)]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    for k, b in enumerate(snap.bins):
+        lam = counts[k, iy, iz]
+        n = np.rint(lam).astype(np.int64) if snap.integer_counts else \
+            rng.poisson(np.maximum(lam, 0.0).astype(np.float64))
+        total = int(n.sum())
+        if total == 0:
             continue
-        dx, dy, dz, r = geo.plane_offsets(plane, rep)
-        near = (r >= lo - margin) & (r < hi + margin)
-        if not near.any():
+        jy, jz = np.repeat(iy, n), np.repeat(iz, n)
+        u = rng.random((3, total))
+        p = np.stack([dx + (u[0] - 0.5) * h, dy[jy] + (u[1] - 0.5) * h, dz[jz] + (u[2] - 0.5) * h])
+        mass = snap.masses[k].draw(rng.random(total))
+        kick = rng.normal(size=(3, total)) * snap.dispersion[k]
+        rr = np.sqrt(np.sum(p * p, axis=0))
+        _, keep = geo.shells_of(rr)
+        if not keep.any():
             continue
-        iy, iz = np.nonzero(near)
-        key = [seed, snap.index, plane, *(int(v) + (1 << 20) for v in rep)]
-        rng = np.random.default_rng(np.random.SeedSequence(key))
-        for k, b in enumerate(snap.bins):
-            lam = counts[k, iy, iz]
-            n = np.rint(lam).astype(np.int64) if snap.integer_counts else \
-                rng.poisson(np.maximum(lam, 0.0).astype(np.float64))
-            total = int(n.sum())
-            if total == 0:
-                continue
-            jy, jz = np.repeat(iy, n), np.repeat(iz, n)
-            u = rng.random((3, total))
-            p = np.stack([dx + (u[0] - 0.5) * h, dy[jy] + (u[1] - 0.5) * h, dz[jz] + (u[2] - 0.5) * h])
-            mass = snap.masses[k].draw(rng.random(total))
-            kick = rng.normal(size=(3, total)) * snap.dispersion[k]
-            rr = np.sqrt(np.sum(p * p, axis=0))
-            _, keep = geo.shells_of(rr, active)
-            if not keep.any():
-                continue
-            p, rr, mass, kick = p[:, keep], rr[keep], mass[keep], kick[:, keep]
-            if snap.velocities is not None:
-                box_pos = (p + geo.observer[:, None]).T
-                vel = snap.gain[k] * snap.velocities.at(box_pos).T + kick
-                if snap.infall[k]:
-                    vel += snap.infall[k] * snap.velocities.infall_at(box_pos).T
-                v_los = np.sum(vel * p, axis=0) / rr
-            else:
-                v_los = np.zeros(rr.size)
-            z_cos = dist.redshift(rr)
-            out["ra"].append(np.degrees(np.arctan2(p[1], p[0])) % 360.0)
-            out["dec"].append(np.degrees(np.arcsin(np.clip(p[2] / rr, -1.0, 1.0))))
-            out["chi"].append(rr)
-            out["z_cos"].append(z_cos)
-            out["z_obs"].append(observed_redshift(z_cos, v_los))
-            out["v_los"].append(v_los)
-            out["mass"].append(mass)
-            out["mass_bin"].append(np.full(rr.size, b, dtype=np.int16))
+        p, rr, mass, kick = p[:, keep], rr[keep], mass[keep], kick[:, keep]
+        if snap.velocities is not None:
+            box_pos = (p + geo.observer[:, None]).T
+            vel = snap.gain[k] * snap.velocities.at(box_pos).T + kick
+            if snap.infall[k]:
+                vel += snap.infall[k] * snap.velocities.infall_at(box_pos).T
+            v_los = np.sum(vel * p, axis=0) / rr
+        else:
+            v_los = np.zeros(rr.size)
+        z_cos = dist.redshift(rr)
+        out["ra"].append(np.degrees(np.arctan2(p[1], p[0])) % 360.0)
+        out["dec"].append(np.degrees(np.arcsin(np.clip(p[2] / rr, -1.0, 1.0))))
+        out["chi"].append(rr)
+        out["z_cos"].append(z_cos)
+        out["z_obs"].append(observed_redshift(z_cos, v_los))
+        out["v_los"].append(v_los)
+        out["mass"].append(mass)
+        out["mass_bin"].append(np.full(rr.size, b, dtype=np.int16))
+
+
+class RowWriter:
+    """Catalogue rows appended block by block to resizable, chunked (n,) datasets of an open HDF5 group, one
+    per column: a rank holds the rows of one plane block at a time, never all of its rows."""
+
+    CHUNK_ROWS = 1 << 16
+
+    def __init__(self, group: h5py.Group):
+        self.group, self.rows = group, 0
+        self.datasets = {}
+        for name in CATALOGUE_COLUMNS:
+            ds = group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(self.CHUNK_ROWS,),
+                                      dtype=COLUMN_DTYPES.get(name, np.float64))
+            ds.attrs["units"] = COLUMN_UNITS[name]
+            self.datasets[name] = ds
+
+    def append(self, columns: dict[str, list]) -> int:
+        """Write the rows gathered in `columns` (lists of (m,) arrays per column, as catalogue_replica fills
+        them) and empty the lists; returns the rows written."""
+        block = concatenate(columns)
+        n = int(block["ra"].size)
+        if n:
+            for name, ds in self.datasets.items():
+                ds.resize((self.rows + n,))
+                ds[self.rows:] = block[name]
+            self.rows += n
+        for parts in columns.values():
+            parts.clear()
+        return n
+
+    def finish(self) -> int:
+        """Record the row count (the group's `rows` attr) once every row is written; returns it."""
+        self.group.attrs["rows"] = self.rows
+        return self.rows

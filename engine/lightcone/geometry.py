@@ -3,8 +3,9 @@
 The observer sits at `observer` [Mpc/h] in the box frame. The periodic box [0, L)³ is repeated with period L:
 replica n ∈ Z³ holds voxel i at (i + ½)H + nL, H = L/N. Shells are comoving-distance intervals
 [χ_j, χ_{j+1}) [Mpc/h] with χ(z) = (c/H0) ∫ dz/E(z) of the files' flat ΛCDM (matter + Λ, radiation neglected
-as in the simulator). Each shell is painted from one snapshot: the input whose redshift is nearest the
-redshift at the shell's middle distance (no interpolation between snapshots).
+as in the simulator). Each shell's nearest snapshot is the input whose redshift is nearest the redshift at
+the shell's middle distance; which snapshot paints each voxel (a blend between snapshots by default, or
+that nearest one) is halopaint.lightcone.blend's.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class ShellPlan:
 
 def plan_shells(cfg: LightconeConfig, snapshot_redshifts, distances: DistanceRedshift) -> ShellPlan:
     """Shell edges from `z_edges`, or `shells` of equal comoving thickness on [χ(z_min), χ(z_max)); each
-    shell takes the snapshot whose redshift is nearest the redshift at its middle distance, which must be
-    within cfg.snapshot_tolerance of it."""
+    shell's `snapshot` is the one whose redshift is nearest the redshift at its middle distance. The
+    tolerance: with cfg.snapshot_blend "nearest", every shell's middle redshift must be within
+    cfg.snapshot_tolerance of its snapshot; with "linear" (interpolated between snapshots), only a middle
+    redshift outside the snapshots' range must be within it of the nearest end."""
     if cfg.z_edges is not None:
         z_edges = np.asarray(cfg.z_edges, dtype=np.float64)
         if z_edges.size < 2 or np.any(np.diff(z_edges) <= 0) or z_edges[0] < 0:
@@ -83,6 +86,8 @@ def plan_shells(cfg: LightconeConfig, snapshot_redshifts, distances: DistanceRed
     snaps = np.asarray(snapshot_redshifts, dtype=np.float64)
     snapshot = np.argmin(np.abs(z_mid[:, None] - snaps[None, :]), axis=1)
     gap = np.abs(z_mid - snaps[snapshot])
+    if cfg.snapshot_blend == "linear":
+        gap = np.where((z_mid >= snaps.min()) & (z_mid <= snaps.max()), 0.0, gap)
     if np.any(gap > cfg.snapshot_tolerance):
         s = int(np.argmax(gap))
         raise LightconeError(
@@ -153,13 +158,10 @@ class Geometry:
         dz = c + rep[2] * box - o[2] + sub[2] * h
         return dx, dy, dz, np.sqrt(dx * dx + dy[:, None] ** 2 + dz[None, :] ** 2)
 
-    def shells_of(self, r: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Shell index of each distance and whether it falls in a shell painted from this snapshot (`active`);
-        r = 0 (no direction) never does."""
+    def shells_of(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shell index of each distance and whether it falls in a shell; r = 0 (no direction) never does."""
         shell = np.searchsorted(self.plan.chi_edges, r, side="right") - 1
-        ok = (shell >= 0) & (shell < len(active)) & (r > 0)
-        ok[ok] = active[shell[ok]]
-        return shell, ok
+        return shell, (shell >= 0) & (shell < self.plan.count) & (r > 0)
 
     def plane_reaches(self, x: float, rep, lo: float, hi: float, margin: float) -> bool:
         """Whether the plane at box-frame x (replica `rep`) has points at distances in [lo − m, hi + m)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from halopaint.config import LightconeConfig
+from halopaint.config import SNAPSHOT_BLENDS, LightconeConfig
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, check_writable, read_info
 
@@ -134,6 +134,8 @@ def validate_options(cfg: LightconeConfig, hp, n_bins: int) -> None:
         raise LightconeError(f"--seed must be ≥ 0, got {cfg.seed}")
     if cfg.planes_per_read < 1:
         raise LightconeError(f"planes_per_read must be ≥ 1, got {cfg.planes_per_read}")
+    if cfg.snapshot_blend not in SNAPSHOT_BLENDS:
+        raise LightconeError(f"--snapshot-blend must be one of {', '.join(SNAPSHOT_BLENDS)}, got {cfg.snapshot_blend!r}")
     if not np.isfinite(cfg.snapshot_tolerance) or cfg.snapshot_tolerance < 0:
         raise LightconeError(f"--snapshot-tolerance must be ≥ 0, got {cfg.snapshot_tolerance}")
     if cfg.velocity_dispersion is not None:

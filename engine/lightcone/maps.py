@@ -47,24 +47,21 @@ class MapAccumulator:
         self._idx, self._w, self._size = [], [], 0
 
 
-def map_plane(geo: Geometry, acc: MapAccumulator, counts: np.ndarray, plane: int, reps, active: np.ndarray,
-              offsets: np.ndarray, hp) -> None:
-    """Add one x-plane's counts (n_bins, N, N) to the maps for every replica and sub-point offset."""
-    lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
-    x = (plane + 0.5) * geo.voxel
+def map_replica(geo: Geometry, acc: MapAccumulator, counts: np.ndarray, plane: int, rep, mine: np.ndarray,
+                offsets: np.ndarray, hp) -> None:
+    """Add the counts (n_bins, N, N) of x-plane `plane` in replica `rep` to the maps, for the voxels this
+    snapshot owns (`mine`, (N, N) bool over (y, z)) and every sub-point offset (s³, 3)."""
     weight = 1.0 / len(offsets)
-    for rep in reps:
-        if not geo.plane_reaches(x, rep, lo, hi, margin=geo.voxel):
+    for off in offsets:
+        dx, dy, dz, r = geo.plane_offsets(plane, rep, off)
+        shell, ok = geo.shells_of(r)
+        ok &= mine
+        if not ok.any():
             continue
-        for off in offsets:
-            dx, dy, dz, r = geo.plane_offsets(plane, rep, off)
-            shell, ok = geo.shells_of(r, active)
-            if not ok.any():
-                continue
-            iy, iz = np.nonzero(ok)
-            pix = hp.vec2pix(geo.nside, np.full(iy.size, dx), dy[iy], dz[iz])
-            cells = shell[iy, iz].astype(np.int64) * geo.npix + pix
-            acc.add(cells, counts[:, iy, iz].astype(np.float64) * weight)
+        iy, iz = np.nonzero(ok)
+        pix = hp.vec2pix(geo.nside, np.full(iy.size, dx), dy[iy], dz[iz])
+        cells = shell[iy, iz].astype(np.int64) * geo.npix + pix
+        acc.add(cells, counts[:, iy, iz].astype(np.float64) * weight)
 
 
 def reduce_maps(maps: np.ndarray, comm) -> np.ndarray | None:
@@ -87,10 +84,13 @@ def fits_paths(out: str | Path, shells: int) -> list[Path]:
     return [out.with_name(f"{stem}_shell{s:02d}.fits") for s in range(shells)]
 
 
-def write_fits_maps(out: str | Path, maps: np.ndarray, plan: ShellPlan, bins, mass_bin_edges, hp) -> list[str]:
+def write_fits_maps(out: str | Path, maps: np.ndarray, plan: ShellPlan, bins, mass_bin_edges, hp,
+                    fraction: np.ndarray | None = None, blend: str = "nearest") -> list[str]:
     """One HEALPix FITS file per shell (RING, one float32 column per selected mass bin, healpy-readable with
-    `read_map(path, field=None)`); header: the shell's z and χ range and each column's mass-bin edges.
-    Each file is written to a temporary name and renamed, so none is ever left half-written."""
+    `read_map(path, field=None)`); header: the shell's z and χ range, each column's mass-bin edges, the
+    snapshot choice (SNAPBLND) and, given `fraction` (shells, snapshots), the fraction of the shell painted
+    from each snapshot (SNAPFRk). Each file is written to a temporary name and renamed, so none is ever left
+    half-written."""
     edges = np.asarray(mass_bin_edges, dtype=np.float64)
     written = []
     for s, path in enumerate(fits_paths(out, plan.count)):
@@ -98,8 +98,12 @@ def write_fits_maps(out: str | Path, maps: np.ndarray, plan: ShellPlan, bins, ma
                   ("ZMAX", float(plan.z_edges[s + 1]), "shell far edge, redshift"),
                   ("CHIMIN", float(plan.chi_edges[s]), "shell near edge, comoving [Mpc/h]"),
                   ("CHIMAX", float(plan.chi_edges[s + 1]), "shell far edge, comoving [Mpc/h]"),
-                  ("SNAPSHOT", int(plan.snapshot[s]), "input snapshot index used for this shell"),
+                  ("SNAPSHOT", int(plan.snapshot[s]), "input snapshot nearest the shell's middle z"),
+                  ("SNAPBLND", blend, "snapshot choice: linear blend or nearest"),
                   ("BUNIT", "halos", "expected halo counts per pixel")]
+        if fraction is not None:
+            header += [(f"SNAPFR{k}", float(v), f"fraction of the shell painted from snapshot {k}")
+                       for k, v in enumerate(fraction[s])]
         for j, b in enumerate(bins):
             header += [(f"MLO{j}", float(edges[b]), f"column {j}: mass bin {b} lower edge [Msun/h]"),
                        (f"MHI{j}", float(edges[b + 1]), f"column {j}: mass bin {b} upper edge [Msun/h]")]
