@@ -110,3 +110,14 @@ def periodic_ranges(start: int, stop: int, n: int) -> list[tuple[int, int, int]]
         pieces.append((src0, src0 + length, pos - start))
         pos += length
     return pieces
+
+
+def read_periodic_planes(ds, start: int, stop: int, n: int, axis: int = 0) -> np.ndarray:
+    """Planes [start, stop) (periodic with period n) of an array or HDF5 dataset along `axis` (0 or 1), as
+    float32: e.g. the x-planes x0 − 1 … x1 of a (N, N, N) /density (axis 0) or a (3, N, N, N) /velocity
+    (axis 1) that a slab [x0, x1) reads with its one-plane halo."""
+    if axis not in (0, 1):
+        raise ValueError(f"axis must be 0 or 1, got {axis}")
+    lead = (slice(None),) * axis
+    return np.concatenate([np.asarray(ds[(*lead, slice(s0, s1))], np.float32)
+                           for s0, s1, _ in periodic_ranges(start, stop, n)], axis=axis)

@@ -5,7 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from halopaint.decomposition import (MIN_GRID, DecompositionError, exchange_ghosts, periodic_ranges,
-                                  plan_slabs)
+                                  plan_slabs, read_periodic_planes)
 from halopaint.paint import (PaintError, TileShape, choose_tile, fixed_bytes, read_tile_input, tile_bytes,
                           tiles_of_slab)
 
@@ -50,6 +50,16 @@ def test_periodic_ranges_match_modular_indices(start, stop, n):
         assert 0 <= a < b <= n
         out[d:d + b - a] = np.arange(a, b)
     np.testing.assert_array_equal(out, np.arange(start, stop) % n)
+
+
+@pytest.mark.parametrize("start,stop", [(-1, 3), (5, 9), (6, 9), (-1, 9), (0, 7)])
+def test_read_periodic_planes_is_modular_take(start, stop):
+    rng = np.random.default_rng(4)
+    density, velocity = rng.random((7, 3, 2)), rng.random((3, 7, 3, 2))
+    idx = np.arange(start, stop) % 7
+    np.testing.assert_array_equal(read_periodic_planes(density, start, stop, 7), density[idx].astype(np.float32))
+    np.testing.assert_array_equal(read_periodic_planes(velocity, start, stop, 7, axis=1),
+                                  velocity[:, idx].astype(np.float32))
 
 
 def test_self_exchange_is_the_periodic_wrap():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from halopaint.decomposition import periodic_ranges
+from halopaint.decomposition import read_periodic_planes
 from halopaint.fields import FieldFile
 from halopaint.lightcone.geometry import DistanceRedshift, Geometry
 from halopaint.sample.catalogue import voxel_density_gradient
@@ -57,23 +57,10 @@ class VelocitySlab:
 
     def __init__(self, path: str, grid: int, box: float, x0: int, x1: int):
         self.grid, self.box, self.x0 = grid, box, x0
-        planes = [(p % grid) for p in range(x0 - 1, x1 + 1)]
         with FieldFile(path) as f:
-            ds = f.h5["velocity"]
-            if x1 - x0 + 2 >= grid:
-                whole = np.asarray(ds[...], dtype=np.float32)
-                self.v = whole[:, planes]
-            else:
-                lo, hi = x0 - 1, x1 + 1
-                parts = []
-                if lo < 0:
-                    parts.append(np.asarray(ds[:, grid - 1:grid], dtype=np.float32))
-                parts.append(np.asarray(ds[:, max(lo, 0):min(hi, grid)], dtype=np.float32))
-                if hi > grid:
-                    parts.append(np.asarray(ds[:, 0:hi - grid], dtype=np.float32))
-                self.v = np.concatenate(parts, axis=1)
+            self.v = read_periodic_planes(f.h5["velocity"], x0 - 1, x1 + 1, grid, axis=1)
             # the same planes of /density, for the velocity law's infall term (halopaint.sample.halo_velocities)
-            self.rho = _slab_planes(f.h5["density"], grid, x0, x1) if "density" in f.h5 else None
+            self.rho = read_periodic_planes(f.h5["density"], x0 - 1, x1 + 1, grid) if "density" in f.h5 else None
 
     def at(self, pos: np.ndarray) -> np.ndarray:
         """CIC-interpolated velocity (m, 3) [km/s] at box-frame positions pos (m, 3) [Mpc/h] whose x lies in
@@ -101,13 +88,6 @@ class VelocitySlab:
             raise ValueError("the velocity law has an infall term: the density file needs /density")
         cells = np.floor(np.mod(pos, self.box) * (self.grid / self.box)).astype(np.int64) % self.grid
         return voxel_density_gradient(self.rho, self.x0 - 1, cells)
-
-
-def _slab_planes(ds, grid: int, x0: int, x1: int) -> np.ndarray:
-    """x-planes [x0 − 1, x1 + 1) (periodic) of a 3-D dataset (N, N, N), float32."""
-    return np.concatenate([np.asarray(ds[p % grid:p % grid + 1], dtype=np.float32) for p in range(x0 - 1, x1 + 1)]) \
-        if x1 - x0 + 2 >= grid else np.concatenate([np.asarray(ds[a:b], dtype=np.float32)
-                                                     for a, b, _ in periodic_ranges(x0 - 1, x1 + 1, grid)])
 
 
 class SnapshotCatalogue:

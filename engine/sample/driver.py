@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from halopaint.decomposition import SlabPlan, periodic_ranges
+from halopaint.decomposition import SlabPlan, read_periodic_planes
 from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, check_writable, same_voxel_size, standard_attrs, temporary_path
 from halopaint.launch import agree_errors
@@ -201,17 +201,6 @@ def _read_planes(ds, bins, a: int, b: int) -> np.ndarray:
     return np.stack([np.asarray(ds[i, a:b], np.float32) for i in bins])
 
 
-def _read_velocity(ds, a: int, b: int, n: int) -> np.ndarray:
-    """Velocity planes a−1 … b (periodic): (3, b−a+2, N, N) float32."""
-    parts = [np.asarray(ds[:, s0:s1], np.float32) for s0, s1, _ in periodic_ranges(a - 1, b + 1, n)]
-    return np.concatenate(parts, axis=1)
-
-
-def _read_density(ds, a: int, b: int, n: int) -> np.ndarray:
-    """Density planes a−1 … b (periodic): (b−a+2, N, N) float32 (the velocity law's infall term)."""
-    return np.concatenate([np.asarray(ds[s0:s1], np.float32) for s0, s1, _ in periodic_ranges(a - 1, b + 1, n)])
-
-
 def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File) -> dict:
     """Sample planes [x0, x1) into the open part file; → per-bin totals and halo count of this rank."""
     n = s.info.grid
@@ -231,8 +220,8 @@ def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File
             part["halos"][:, a - x0:b - x0] = counts
             totals += counts.reshape(len(s.bins), -1).sum(axis=1)
             if cfg.catalogue:
-                vel = _read_velocity(df.h5["velocity"], a, b, n)
-                rho = _read_density(df.h5["density"], a, b, n) if s.count_model.has_infall else None
+                vel = read_periodic_planes(df.h5["velocity"], a - 1, b + 1, n, axis=1)
+                rho = read_periodic_planes(df.h5["density"], a - 1, b + 1, n) if s.count_model.has_infall else None
                 for x in range(a, b):
                     cat = catalogue_plane(counts[:, x - a], x, cfg.seed, s.count_model, s.bins, s.edges,
                                           s.info.box_size, velocity=vel, velocity_first=a - 1, density=rho,
