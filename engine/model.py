@@ -108,6 +108,14 @@ class InputNormalisation:
         return (density - self.offset) * self.scale
 
 
+def mean_map_values(mu: np.ndarray, knots, values) -> np.ndarray:
+    """The piecewise-linear mean map through (knots, values): proportional to μ below the first knot, flat
+    above the last. mu: any shape → float64 of its shape."""
+    xs, ys = np.asarray(knots, np.float64), np.asarray(values, np.float64)
+    mu = np.asarray(mu, np.float64)
+    return np.where(mu < xs[0], mu * (ys[0] / xs[0]), np.interp(mu, xs, ys))
+
+
 @dataclass(frozen=True)
 class CountModel:
     """Per-mass-bin law of integer halo counts n around the painted mean μ (`halopaint sample`).
@@ -116,6 +124,14 @@ class CountModel:
     (binomial family), α = 0 Poisson, α > 0 negative binomial. α_b(μ) is piecewise constant in μ:
     alpha[b][j] holds on [mu_breaks[b][j−1], mu_breaks[b][j]) with mu_breaks[b] the len(alpha[b]) − 1
     increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
+
+    mean_mu[b], mean_n[b] (optional; None: E[n | μ] = μ, as in older bundles): the knots of a monotone
+    mean map m_b(μ) = E[n | μ], learned on training boxes (halopaint.sample.fit_mean_map: isotonic regression
+    of the true counts on the painted means). With it the law is about m instead of μ: E[n | μ] = m_b(μ),
+    Var[n | μ] = m + α_b(μ)·m² (α's ranges stay indexed by the painted μ). m_b is linear between the knots
+    (mean_mu[b] increasing, mean_n[b] non-decreasing, both > 0), proportional to μ below the first knot
+    (m(0) = 0) and flat above the last. The painted field itself is unchanged: it is the generator's output,
+    whose statistics match the N-body field's (the paper's claim); m is the count law's conditional mean.
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
     velocity_bias[b] = g_b, velocity_infall[b] = γ_b [km/s] and velocity_dispersion[b] = σ_b [km/s]: a
@@ -137,6 +153,8 @@ class CountModel:
     velocity_infall: list[float] | None = None
     provenance: dict = field(default_factory=dict)
     law: str = "quadratic-variance"
+    mean_mu: list[list[float]] | None = None
+    mean_n: list[list[float]] | None = None
 
     def __post_init__(self):
         n = len(self.alpha)
@@ -163,6 +181,23 @@ class CountModel:
             raise ValueError("count model: velocity_bias must be finite and > 0")
         if self.velocity_infall is not None and not all(math.isfinite(x) for x in self.velocity_infall):
             raise ValueError("count model: velocity_infall must be finite [km/s]")
+        self._check_mean_map(n)
+
+    def _check_mean_map(self, n: int) -> None:
+        if (self.mean_mu is None) != (self.mean_n is None):
+            raise ValueError("count model: mean_mu and mean_n come together (the knots of the mean map)")
+        if self.mean_mu is None:
+            return
+        if len(self.mean_mu) != n or len(self.mean_n) != n:
+            raise ValueError(f"count model: mean map for {len(self.mean_mu)} bins, the model has {n}")
+        for b, (xs, ys) in enumerate(zip(self.mean_mu, self.mean_n)):
+            if not xs or len(xs) != len(ys):
+                raise ValueError(f"count model bin {b}: the mean map needs as many values as knots (≥ 1)")
+            if not all(math.isfinite(v) and v > 0 for v in (*xs, *ys)):
+                raise ValueError(f"count model bin {b}: mean-map knots and values must be finite and > 0")
+            if any(x1 <= x0 for x0, x1 in zip(xs, xs[1:])) or any(y1 < y0 for y0, y1 in zip(ys, ys[1:])):
+                raise ValueError(f"count model bin {b}: the mean map must be monotone (knots increasing, "
+                                 "values non-decreasing)")
 
     @property
     def n_bins(self) -> int:
@@ -173,6 +208,18 @@ class CountModel:
         table = np.asarray(self.alpha[mass_bin], dtype=np.float64)
         breaks = np.asarray(self.mu_breaks[mass_bin], dtype=np.float64)
         return table[np.searchsorted(breaks, np.asarray(mu, dtype=np.float64), side="right")]
+
+    @property
+    def has_mean_map(self) -> bool:
+        return self.mean_mu is not None
+
+    def mean_of(self, mass_bin: int, mu: np.ndarray) -> np.ndarray:
+        """E[n | μ] = m_b(μ) for painted means μ ≥ 0 (any shape) → float64 array of μ's shape (μ itself
+        without a mean map)."""
+        mu = np.asarray(mu, dtype=np.float64)
+        if self.mean_mu is None:
+            return mu.copy()
+        return mean_map_values(mu, self.mean_mu[mass_bin], self.mean_n[mass_bin])
 
     def velocity_law(self, mass_bin: int) -> tuple[float, float, float]:
         """(g_b, σ_b [km/s], γ_b [km/s]) of a catalogue's halo velocities in bin b: v = g_b · field +
@@ -194,10 +241,14 @@ class CountModel:
         return replace(self, alpha=[list(self.alpha[b]) for b in bins],
                        mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
                        velocity_dispersion=pick(self.velocity_dispersion), velocity_bias=pick(self.velocity_bias),
-                       velocity_infall=pick(self.velocity_infall), generator_sha256=pick(self.generator_sha256))
+                       velocity_infall=pick(self.velocity_infall), generator_sha256=pick(self.generator_sha256),
+                       mean_mu=pick(self.mean_mu), mean_n=pick(self.mean_n))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.mean_mu is None:            # older readers and older bundles' JSON stay unchanged
+            del d["mean_mu"], d["mean_n"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CountModel":
@@ -207,7 +258,9 @@ class CountModel:
                    velocity_bias=floats(d.get("velocity_bias")), velocity_infall=floats(d.get("velocity_infall")),
                    generator_sha256=None if d.get("generator_sha256") is None else [str(s) for s in
                                                                                     d["generator_sha256"]],
-                   provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")))
+                   provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")),
+                   mean_mu=None if d.get("mean_mu") is None else [floats(m) for m in d["mean_mu"]],
+                   mean_n=None if d.get("mean_n") is None else [floats(m) for m in d["mean_n"]])
 
 
 @dataclass
@@ -400,6 +453,7 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
     return CountModel(alpha=cat("alpha"), mu_breaks=cat("mu_breaks"), mass_slope=cat("mass_slope"),
                       velocity_dispersion=cat("velocity_dispersion"), velocity_bias=cat("velocity_bias"),
                       velocity_infall=cat("velocity_infall"), generator_sha256=cat("generator_sha256"),
+                      mean_mu=cat("mean_mu"), mean_n=cat("mean_n"),
                       provenance={"parts": [m.provenance for m in models]})
 
 

@@ -2,11 +2,14 @@
 """Fit a bundle's count model (the law `halopaint sample` draws integer halos from) on N-body training boxes.
 
     python jobs/fit_count_model.py BUNDLE.pt --boxes a.h5 b.h5 … --out NEW.pt [--mu-ranges auto|K]
-        [--velocity-law infall|field]
+        [--mean-map isotonic|none] [--velocity-law infall|field]
 
-Paints every box whole (periodic) with the bundle and fits, per mass bin, Var[n | μ] = μ + α(μ)·μ² of the
-true counts n given the painted mean μ (halopaint.sample.fit_count_law: 1 + α = Σ n(n−1) / Σ μ²,
-piecewise constant over K ranges of μ). `--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out
+Paints every box whole (periodic) with the bundle and fits, per mass bin, the law of the true counts n given
+the painted mean μ: with `--mean-map isotonic` (default) first E[n | μ] = m(μ), the isotonic regression of
+n on μ over 32 ranges of μ (halopaint.sample.fit_mean_map; the generator's sharp field over-predicts its
+densest voxels and under-predicts its faint ones), then Var[n | μ] = m + α(μ)·m²
+(halopaint.sample.fit_count_law: 1 + α = Σ n(n−1) / Σ m², piecewise constant over K ranges of μ);
+`--mean-map none` keeps m = μ. `--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out
 cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
 of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
@@ -34,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from halopaint.calibrate import file_bins_for  # noqa: E402
 from halopaint.errors import HalopaintError  # noqa: E402
 from halopaint.fields import FieldFile, file_provenance, same_voxel_size  # noqa: E402
-from halopaint.model import CountModel, ModelBundle, generator_digest  # noqa: E402
+from halopaint.model import CountModel, ModelBundle, generator_digest, mean_map_values  # noqa: E402
 from halopaint.paint import paint_whole_box  # noqa: E402
-from halopaint.sample import (fit_count_law, fit_mass_slope, fit_velocity_law, sample_counts,  # noqa: E402
-                              slab_cic_readout, voxel_density_gradient)
+from halopaint.sample import (fit_count_law, fit_mass_slope, fit_mean_map, fit_velocity_law,  # noqa: E402
+                              sample_counts, slab_cic_readout, voxel_density_gradient)
 
 CANDIDATE_RANGES = (1, 2, 4)
 CV_SEED = 12345
@@ -68,22 +71,31 @@ def load_boxes(bundle: ModelBundle, paths: list[str]) -> list[dict]:
     return boxes
 
 
-def fit_laws(boxes: list[dict], n_bins: int, ranges: int) -> tuple[list, list, list]:
-    alpha, breaks, diags = [], [], []
+def fit_laws(boxes: list[dict], n_bins: int, ranges: int, mean_map: bool) -> CountModel:
+    """The count law (mean map when asked, α(μ) over `ranges` ranges) of the boxes, pooled; diagnostics
+    in its provenance["per_bin"]."""
+    alpha, breaks, knots, values, diags = [], [], [], [], []
     for b in range(n_bins):
-        a, br, d = fit_count_law([x["painted"][b] for x in boxes], [x["true"][b] for x in boxes], ranges)
+        painted, true = [x["painted"][b] for x in boxes], [x["true"][b] for x in boxes]
+        mean, d = None, {}
+        if mean_map:
+            xs, ys, d["mean_map"] = fit_mean_map(painted, true)
+            knots.append(xs), values.append(ys)
+            mean = lambda mu, xs=xs, ys=ys: mean_map_values(mu, xs, ys)  # noqa: E731
+        a, br, d["law"] = fit_count_law(painted, true, ranges, mean=mean)
         alpha.append(a), breaks.append(br), diags.append(d)
-    return alpha, breaks, diags
+    return CountModel(alpha=alpha, mu_breaks=breaks, mean_mu=knots if mean_map else None,
+                      mean_n=values if mean_map else None, provenance={"per_bin": diags})
 
 
-def cross_validate(boxes: list[dict], n_bins: int) -> dict[int, float]:
+def cross_validate(boxes: list[dict], n_bins: int, mean_map: bool) -> dict[int, float]:
     """Leave-one-box-out score of each candidate K (lower is better)."""
     scores = {}
     for k in CANDIDATE_RANGES:
         total = []
         for i, held in enumerate(boxes):
-            alpha, breaks, _ = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k)
-            real = sample_counts(held["painted"], CV_SEED, CountModel(alpha=alpha, mu_breaks=breaks))
+            law = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k, mean_map)
+            real = sample_counts(held["painted"], CV_SEED, law)
             for b in range(n_bins):
                 t = held["true"][b]
                 var = real[b].var() / t.var()
@@ -121,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--boxes", nargs="+", required=True, help="N-body training boxes (/density, /halos, /catalog)")
     ap.add_argument("--out", required=True, help="bundle to write (the same weights + metadata.count_model)")
     ap.add_argument("--mu-ranges", default="auto", help="K ranges of μ for α(μ), or auto (cross-validated)")
+    ap.add_argument("--mean-map", choices=("isotonic", "none"), default="isotonic",
+                    help="E[n | mu]: isotonic regression of the true counts on the painted mean (default) or mu")
     ap.add_argument("--velocity-law", choices=("infall", "field"), default="infall",
                     help="catalogue velocity law: g·field + γ·h∇δ + noise (infall, default) or g·field + noise")
     args = ap.parse_args(argv)
@@ -130,9 +144,10 @@ def main(argv=None) -> int:
         edges = np.asarray(bundle.metadata.mass_bin_edges)
         n_bins = bundle.n_bins
         boxes = load_boxes(bundle, args.boxes)
-        scores = cross_validate(boxes, n_bins) if args.mu_ranges == "auto" and len(boxes) > 1 else {}
+        mean_map = args.mean_map == "isotonic"
+        scores = cross_validate(boxes, n_bins, mean_map) if args.mu_ranges == "auto" and len(boxes) > 1 else {}
         ranges = min(scores, key=scores.get) if scores else int(1 if args.mu_ranges == "auto" else args.mu_ranges)
-        alpha, breaks, diags = fit_laws(boxes, n_bins, ranges)
+        law = fit_laws(boxes, n_bins, ranges, mean_map)
         slopes = None
         if all(x["mass"] is not None for x in boxes):
             masses = np.concatenate([x["mass"] for x in boxes])
@@ -145,11 +160,14 @@ def main(argv=None) -> int:
                           cv_scores={str(k): v for k, v in scores.items()},
                           selection="K of min leave-one-box-out score over {1, 2, 4} (fixed before any "
                                     "held-out look)" if scores else "given",
-                          fit="1 + alpha = sum n(n-1) / sum mu^2 per mu range (second factorial moment)",
-                          per_bin=diags, mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
+                          mean_map="E[n | mu] = isotonic regression of the true counts on mu over 32 ranges of "
+                                   "equal sum mu, linear between the knots" if mean_map else "none (E[n | mu] = mu)",
+                          fit="1 + alpha = sum n(n-1) / sum m^2 per mu range (second factorial moment), "
+                              "m = E[n | mu]",
+                          per_bin=law.provenance["per_bin"], mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
                           velocity_dispersion=note)
-        cm = CountModel(alpha=alpha, mu_breaks=breaks, mass_slope=slopes, velocity_dispersion=sigma,
-                        velocity_bias=gain, velocity_infall=infall, generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
+        cm = replace(law, mass_slope=slopes, velocity_dispersion=sigma, velocity_bias=gain, velocity_infall=infall,
+                     generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
         new = replace(bundle, metadata=replace(bundle.metadata, count_model=cm))
         new.save(args.out)
         back = ModelBundle.load(args.out)
@@ -166,7 +184,10 @@ def main(argv=None) -> int:
         extra = "" if slopes is None else f", mass slope beta {slopes[b]:.3f}"
         extra += "" if sigma is None else f", velocity gain {gain[b]:.3f}, sigma_v {sigma[b]:.1f} km/s"
         extra += "" if infall is None else f", infall {infall[b]:.1f} km/s"
-        print(f"bin {b}: alpha {np.round(alpha[b], 4).tolist()} (mu breaks {np.round(breaks[b], 4).tolist()})"
+        if cm.has_mean_map:
+            knots = ", ".join(f"{x:.3g}->{y:.3g}" for x, y in zip(cm.mean_mu[b][::8], cm.mean_n[b][::8]))
+            extra += f", mean map {len(cm.mean_mu[b])} knots ({knots}, ...)"
+        print(f"bin {b}: alpha {np.round(cm.alpha[b], 4).tolist()} (mu breaks {np.round(cm.mu_breaks[b], 4).tolist()})"
               f"{extra}")
     print(f"velocity dispersion: {note}")
     print(f"wrote {args.out} (paints identically to {args.bundle})")

@@ -1,8 +1,8 @@
 """Integer halo counts around a painted mean: the count law's draws, its random streams and its fit.
 
 A painted file holds expected counts μ (n_bins, N, N, N). A realization draws integer counts n from the
-bundle's per-bin count model (`halopaint.model.CountModel`): E[n | μ] = μ and Var[n | μ] = μ + α_b(μ)·μ²,
-so E[n(n−1) | μ] = (1 + α)·μ². Per voxel:
+bundle's per-bin count model (`halopaint.model.CountModel`): E[n | μ] = m = m_b(μ) (m = μ without a mean
+map) and Var[n | μ] = m + α_b(μ)·m², so E[n(n−1) | μ] = (1 + α)·m². Per voxel, with m in place of μ:
 
 - α = 0: Poisson(μ);
 - α > 0: negative binomial (gamma–Poisson) with shape 1/α;
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from halopaint.model import CountModel
+from halopaint.model import CountModel, mean_map_values
+
+MEAN_MAP_KNOTS = 32                         # ranges of μ (equal shares of Σμ) the mean map is fitted over
 
 STREAM_COUNTS, STREAM_CATALOGUE = 0, 1      # `purpose` entry of the stream key
 COUNT_DTYPE = np.int32
@@ -120,27 +122,66 @@ def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: 
             idx = np.flatnonzero(mu > 0)
             rng = plane_rng(seed, STREAM_COUNTS, b, x0 + j)
             plane = out[i, j].reshape(-1)
-            plane[idx] = draw_counts(mu[idx], count_model.alpha_of(b, mu[idx]), rng)
+            plane[idx] = draw_counts(count_model.mean_of(b, mu[idx]), count_model.alpha_of(b, mu[idx]), rng)
     return out
 
 
 # -------------------------------------------------------------------------------------- count-law fit
 
-def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: int = 1,
-                  ) -> tuple[list[float], list[float], dict]:
-    """α(μ) of one mass bin from pairs of painted means and true counts (same boxes, same voxels).
-
-    painted, true: lists of arrays of equal shapes (counts per voxel). With K = mu_ranges, the μ axis is cut
-    at the quantiles of the μ²-weight (each range carries the same share of Σμ²); in range j
-    1 + α_j = Σ n(n−1) / Σ μ², the second factorial moment of the truth over that of the law — so the
-    realization's count variance equals the truth's on the fitted data (when Σμ = Σn). α ≥ −1.
-    → (alpha (K,), interior breaks (K−1,), diagnostics).
-    """
+def _pairs(painted: list[np.ndarray], true: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     mu = np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in painted])
     n = np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in true])
     if mu.shape != n.shape:
         raise ValueError("painted and true fields differ in size")
-    w = mu**2
+    return mu, n
+
+
+def fit_mean_map(painted: list[np.ndarray], true: list[np.ndarray], knots: int = MEAN_MAP_KNOTS,
+                 ) -> tuple[list[float], list[float], dict]:
+    """The mean map m(μ) = E[n | μ] of one mass bin: knots (μ_j, m_j) for CountModel.mean_mu/mean_n.
+
+    painted, true: as for fit_count_law. The voxels with μ > 0 are cut into `knots` ranges of μ carrying
+    equal shares of Σμ; μ_j is a range's mean painted count, m_j the isotonic (non-decreasing) regression,
+    weighted by voxel numbers, of its mean true count (scipy.optimize.isotonic_regression), which keeps the
+    total per range group; the piecewise-linear map through the knots keeps it closely (diagnostics:
+    true_total vs mapped_total over the fitted voxels).
+    → (mu knots (≤ knots,), values, diagnostics).
+    """
+    from scipy.optimize import isotonic_regression
+    mu, n = _pairs(painted, true)
+    pos = mu > 0
+    mu, n = mu[pos], n[pos]
+    if mu.size == 0 or n.sum() <= 0:
+        raise ValueError("no painted voxel with a true halo: nothing to fit a mean map to")
+    order = np.argsort(mu, kind="stable")
+    mu, n = mu[order], n[order]
+    cum = np.cumsum(mu) / mu.sum()
+    cuts = np.unique(np.searchsorted(cum, np.arange(1, knots) / knots))
+    ranges = [r for r in np.split(np.arange(mu.size), cuts) if r.size]
+    size = np.array([r.size for r in ranges], np.float64)
+    x = np.array([mu[r].mean() for r in ranges])
+    y = isotonic_regression(np.array([n[r].mean() for r in ranges]), weights=size).x
+    keep = np.r_[np.diff(x) > 0, True] & (y > 0)   # ranges of equal μ cannot be knots twice; m > 0
+    xs, ys = [float(v) for v in x[keep]], [float(v) for v in y[keep]]
+    diag = {"knots": len(xs), "voxels_with_mu_positive": int(mu.size), "true_total": float(n.sum()),
+            "mapped_total": float(mean_map_values(mu, xs, ys).sum()), "painted_total": float(mu.sum())}
+    return xs, ys, diag
+
+
+def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: int = 1,
+                  mean=None) -> tuple[list[float], list[float], dict]:
+    """α(μ) of one mass bin from pairs of painted means and true counts (same boxes, same voxels).
+
+    painted, true: lists of arrays of equal shapes (counts per voxel). mean: the law's E[n | μ] as a
+    function of μ (CountModel.mean_of of this bin; None: μ itself). With K = mu_ranges, the μ axis is cut
+    at the quantiles of the m²-weight (each range carries the same share of Σm², m = mean(μ)); in range j
+    1 + α_j = Σ n(n−1) / Σ m², the second factorial moment of the truth over that of the law — so the
+    realization's count variance equals the truth's on the fitted data (when Σm = Σn). α ≥ −1.
+    → (alpha (K,), interior breaks in μ (K−1,), diagnostics).
+    """
+    mu, n = _pairs(painted, true)
+    m = mu if mean is None else mean(mu)
+    w = m**2
     if w.sum() <= 0:
         raise ValueError("the painted field is zero everywhere: nothing to fit")
     order = np.argsort(mu, kind="stable")
@@ -158,5 +199,6 @@ def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: 
         alpha.append(max(-1.0, f2 / float(np.sum(w[sel])) - 1.0))
         pairs.append(f2 / 2)
     diag = {"voxels": int(mu.size), "mean_true": float(n.mean()), "mean_painted": float(mu.mean()),
-            "var_true": float(n.var()), "var_painted": float(mu.var()), "true_pairs_per_range": pairs}
+            "mean_law": float(m.mean()), "var_true": float(n.var()), "var_painted": float(mu.var()),
+            "true_pairs_per_range": pairs}
     return alpha, breaks, diag

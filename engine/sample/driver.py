@@ -157,7 +157,7 @@ def _prepare(cfg: SampleConfig) -> _Setup:
         raise SampleError(f"count model ({source}) has {cm.n_bins} bins, the painting model {model_edges.size - 1}")
     if cfg.poisson:
         base = cm or poisson_count_model(model_edges.size - 1)
-        cm = replace(base, alpha=[[0.0]] * base.n_bins, mu_breaks=[[]] * base.n_bins,
+        cm = replace(base, alpha=[[0.0]] * base.n_bins, mu_breaks=[[]] * base.n_bins, mean_mu=None, mean_n=None,
                      provenance={"law": "Poisson (--poisson)", "catalogue_parts_from": base.provenance})
         source += " with --poisson"
     if cfg.catalogue:
