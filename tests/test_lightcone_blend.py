@@ -65,6 +65,26 @@ def test_blend_draws_are_keyed_by_plane_and_replica_only():
     assert a.may_own(0, 0.0, 0.03) and a.may_own(1, 0.0, 0.03) and not a.may_own(1, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_a_snapshot_owns_nothing_outside_its_chi_range(mode):
+    """Ownership.chi_range bounds every voxel-replica a snapshot owns (the driver skips plane-replicas
+    beyond it): dense distances from 0 to past the shells, three snapshots, the cone ending below the top one."""
+    cfg = LightconeConfig(z_max=0.8, shells=5)
+    zs = [0.5, 0.0, 1.0]
+    dist = lightcone.DistanceRedshift(Cosmology(), 0.8 * 1.001)
+    plan = lightcone.plan_shells(cfg, zs, dist)
+    own = lightcone.Ownership(mode, plan, dist, zs, seed=1)
+    r = np.linspace(0.0, plan.chi_edges[-1] * 1.05, 40_000).reshape(200, 200)
+    owners = own.owners(3, (0, 0, 0), r)
+    for index in range(3):
+        lo, hi = own.chi_range(index)
+        mine = r[owners == index]
+        assert np.all((mine > lo) | (mine == 0) & (lo < 0)) and np.all(mine < hi), (mode, index, lo, hi)
+    if mode == "linear":     # the z = 0 snapshot owns z < 0.5 only, the z = 1 one z > 0.5 only
+        assert own.chi_range(1)[1] == pytest.approx(float(dist.chi(0.5)))
+        assert own.chi_range(2)[0] == pytest.approx(float(dist.chi(0.5))) and own.chi_range(2)[1] == np.inf
+
+
 def test_one_snapshot_gives_the_nearest_output(tmp_path):
     rng = np.random.default_rng(4)
     n, box = 8, 32.0

@@ -74,12 +74,36 @@ class Ownership:
         key = [self.seed, BLEND_KEY, int(plane), *(int(v) + (1 << 20) for v in rep)]
         return np.random.default_rng(np.random.SeedSequence(key)).random(shape)
 
-    def may_own(self, index: int, z_lo: float, z_hi: float) -> bool:
-        """Whether snapshot `index` can own any voxel whose centre redshift lies in [z_lo, z_hi]."""
-        if self.mode == "nearest" or self.redshifts.size == 1:
-            return bool(np.any(self.plan.snapshot == index))
+    def _owned_redshifts(self, index: int) -> tuple[float, float]:
+        """The open redshift interval (below, above) of voxel centres snapshot `index` can own (linear)."""
         s = np.sort(self.redshifts)
         k = int(np.searchsorted(s, self.redshifts[index]))
         below = s[k - 1] if k > 0 else -np.inf          # the snapshot owns z in (below, above), ends open
         above = s[k + 1] if k + 1 < s.size else np.inf
+        return float(below), float(above)
+
+    def may_own(self, index: int, z_lo: float, z_hi: float) -> bool:
+        """Whether snapshot `index` can own any voxel whose centre redshift lies in [z_lo, z_hi]."""
+        if self.mode == "nearest" or self.redshifts.size == 1:
+            return bool(np.any(self.plan.snapshot == index))
+        below, above = self._owned_redshifts(index)
         return bool(z_lo < above and z_hi > below)
+
+    def chi_range(self, index: int) -> tuple[float, float]:
+        """(lo, hi) [Mpc/h]: snapshot `index` owns no voxel-replica whose centre distance is outside (lo, hi)
+        (±inf where it reaches past the shells). Lets a plane-replica beyond it be skipped unseen."""
+        if self.redshifts.size == 1:
+            return -np.inf, np.inf
+        edges, count = self.plan.chi_edges, self.plan.count
+        if self.mode == "nearest":
+            shells = np.flatnonzero(self.plan.snapshot == index)
+            if shells.size == 0:
+                return np.inf, -np.inf
+            lo = -np.inf if shells[0] == 0 else float(edges[shells[0]])
+            hi = np.inf if shells[-1] == count - 1 else float(edges[shells[-1] + 1])
+            return lo, hi
+        below, above = self._owned_redshifts(index)
+        top = self.dist.z_max                             # z(χ) is clamped there: stay open beyond it
+        lo = -np.inf if below <= 0.0 else (float(self.dist.chi(below)) if below < top else np.inf)
+        hi = np.inf if above >= top else float(self.dist.chi(above))
+        return lo, hi

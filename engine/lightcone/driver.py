@@ -155,10 +155,13 @@ def _visit_plane(geo: Geometry, dist: DistanceRedshift, own: Ownership, index: i
     """One x-plane (counts (n_bins, N, N)) of snapshot `index`, every replica: the voxels it owns go to the
     maps, to the shell tally (centres per shell and snapshot) and, with a catalogue, to its rows."""
     lo, hi = geo.plan.chi_edges[0], geo.plan.chi_edges[-1]
+    own_lo, own_hi = own.chi_range(index)
+    reach_lo, reach_hi = max(lo, own_lo), min(hi, own_hi)  # where this snapshot may own near voxels
     margin = math.sqrt(3.0) * geo.voxel / 2               # a halo lies within this of its voxel centre
     x = (plane + 0.5) * geo.voxel
     for rep in reps:
-        if not geo.plane_reaches(x, rep, lo, hi, margin=geo.voxel):
+        if reach_lo > reach_hi + 2 * geo.voxel or not geo.plane_reaches(x, rep, reach_lo, reach_hi,
+                                                                        margin=geo.voxel):
             continue
         r = geo.plane_offsets(plane, rep)[3]
         near = (r >= lo - geo.voxel) & (r < hi + geo.voxel)  # sub-points and halos reach at most this far
