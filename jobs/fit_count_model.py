@@ -9,7 +9,7 @@ the painted mean μ: Var[n | μ] = m + α(μ)·m² (halopaint.sample.fit_count_l
 piecewise constant over K ranges of μ) about m = μ (`--mean-map none`, the default) or, with
 `--mean-map isotonic`, about m(μ) = E[n | μ], the isotonic regression of n on μ over 32 ranges of μ
 (halopaint.sample.fit_mean_map; the generator's sharp field over-predicts its densest voxels and
-under-predicts its faint ones). The mean map failed its shipping rule on the validation box (14/20 per-bin
+under-predicts its faint ones). The mean map failed its shipping rule on the validation box (16/20 per-bin
 criteria against 17/20; docs/model-card.md), so the shipped models do not use it. `--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out
 cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
 of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the

@@ -26,7 +26,7 @@
 # replaces the shipped count model (same generators) iff on the validation seed 201 its realizations meet
 # at least as many per-bin criteria as the shipped one's and P(n ≥ 2) in strictly more bins (or in as many,
 # with a smaller Σ_bins |ln P(n ≥ 2) ratio|). Held-out seeds 9001/9002 are then evaluated once.
-# Outcome: 14/20 criteria against 17/20 (bin 3's P(n ≥ 2) 2.25 → 1.41, but bin 0's T and s fail): rejected,
+# Outcome: 16/20 criteria against 17/20 (bin 3's P(n ≥ 2) 2.25 → 1.41, but bin 0's T and s fail): rejected,
 # stage 3 keeps the default --mean-map none; held-out boxes were not looked at with it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
