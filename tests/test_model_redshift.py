@@ -29,8 +29,8 @@ def test_three_shipped_models_at_their_redshifts():
         cm = meta.count_model                     # every shipped model can be sampled, with velocities
         assert cm is not None and cm.mass_slope is not None and cm.velocity_dispersion is not None
         assert all(1.0 < g < 1.3 for g in cm.velocity_bias)
-        # fitted on the training seeds only (z = 0: the 16 boxes of jobs/train_z0_16.sh)
-        expected = [*range(1, 16), 101] if z == 0.0 else [1, 2, 101]
+        # fitted on the training seeds only (z = 0 and 0.5: the 16 boxes of jobs/train_z0_16.sh)
+        expected = [*range(1, 16), 101] if z in (0.0, 0.5) else [1, 2, 101]
         assert [d["seed"] for d in cm.provenance["data"]] == expected
     assert resolve_model_path("default", 0.6) == models[0.5]
     assert resolve_model_path("default", 0.75) == models[0.5]          # ties → the lower z
