@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The shipped z = 0.5 and z = 1 models (engine/data/default_model_z{0.5,1.0}.pt), reproducibly:
+# The 3-box z = 0.5 and z = 1 models: the shipped z = 1 model (engine/data/default_model_z1.0.pt; the count
+# model was fitted afterwards, docs/sampling.md) and the z = 0.5 one that `Z=0.5 bash jobs/train_z0_16.sh`
+# replaced (16 boxes; docs/model-card.md), reproducibly:
 #   bash jobs/train_z_models.sh [RUNDIR]        (default runs/zmodels; resumable: rerun to go on)
 # For each z: embedded simulations at that z (training seeds 1, 2, 101; validation 201 — the held-out
 # seeds 9001/9002 are never used here), warm start from the z = 0 model (--init default), STEPS supervised
