@@ -10,8 +10,8 @@ piecewise constant over K ranges of μ) about m = μ (`--mean-map none`, the def
 `--mean-map isotonic`, about m(μ) = E[n | μ], the isotonic regression of n on μ over 32 ranges of μ
 (halopaint.sample.fit_mean_map; the generator's sharp field over-predicts its densest voxels and
 under-predicts its faint ones). The mean map failed its shipping rule on the validation box (16/20 per-bin
-criteria against 17/20; docs/model-card.md), so the shipped models do not use it. `--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out
-cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
+criteria against 17/20; docs/model-card.md), so the shipped models do not use it.
+`--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
 of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
 /catalog/vel and a velocity field, the per-bin velocity law about /lpt_velocity (the 2LPT field a
@@ -165,7 +165,8 @@ def main(argv=None) -> int:
                                    "equal sum mu, linear between the knots" if mean_map else "none (E[n | mu] = mu)",
                           fit="1 + alpha = sum n(n-1) / sum m^2 per mu range (second factorial moment), "
                               "m = E[n | mu]",
-                          per_bin=law.provenance["per_bin"], mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
+                          per_bin=law.provenance["per_bin"],
+                          mass_function="dn/dlnM ~ M^-beta per bin, MLE on /catalog/mass",
                           velocity_dispersion=note)
         cm = replace(law, mass_slope=slopes, velocity_dispersion=sigma, velocity_bias=gain, velocity_infall=infall,
                      generator_sha256=[generator_digest(g) for g in bundle.generators], provenance=provenance)
@@ -188,8 +189,8 @@ def main(argv=None) -> int:
         if cm.has_mean_map:
             knots = ", ".join(f"{x:.3g}->{y:.3g}" for x, y in zip(cm.mean_mu[b][::8], cm.mean_n[b][::8]))
             extra += f", mean map {len(cm.mean_mu[b])} knots ({knots}, ...)"
-        print(f"bin {b}: alpha {np.round(cm.alpha[b], 4).tolist()} (mu breaks {np.round(cm.mu_breaks[b], 4).tolist()})"
-              f"{extra}")
+        print(f"bin {b}: alpha {np.round(cm.alpha[b], 4).tolist()} "
+              f"(mu breaks {np.round(cm.mu_breaks[b], 4).tolist()}){extra}")
     print(f"velocity dispersion: {note}")
     print(f"wrote {args.out} (paints identically to {args.bundle})")
     return 0
