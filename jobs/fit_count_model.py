@@ -11,8 +11,8 @@ piecewise constant over K ranges of μ) about m = μ (`--mean-map none`, the def
 (halopaint.sample.fit_mean_map; the generator's sharp field over-predicts its densest voxels and
 under-predicts its faint ones). The mean map failed its shipping rule on the validation box (16/20 per-bin
 criteria against 17/20; docs/model-card.md), so the shipped models do not use it.
-`--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes (score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio)
-of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
+`--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes
+(score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio) of a realization of the left-out box), a rule fixed before any held-out box is looked at. Also fits the
 catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
 /catalog/vel and a velocity field, the per-bin velocity law about /lpt_velocity (the 2LPT field a
 production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity):

@@ -17,7 +17,8 @@
 # Shipping rule, fixed before the validation look: the 16-box bundle replaces the shipped model of its z
 # (engine/data/default_model.pt, default_model_z0.5.pt, default_model_z1.0.pt; for z = 0.5 / 1 the rule was
 # fixed before those runs started) iff on the validation seed 201 at that z (a) its summed painted field
-# meets the paper's bar (max|T−1| ≤ 0.1 for k ≤ 0.2 h/Mpc, r_c(0.1) above and s below the 2LPT baseline's) and (b) its integer realizations
+# meets the paper's bar (max|T−1| ≤ 0.1 for k ≤ 0.2 h/Mpc, r_c(0.1) above and s below the 2LPT
+# baseline's) and (b) its integer realizations
 # (jobs/bench/per_bin_realizations.py --truth sim-z$Z-201.h5) meet at least as many of the per-bin
 # (bin × {T, r_c, s, variance, P(n ≥ 2)}) criteria as the current shipped bundle's on the same box.
 # Held-out evaluation (seeds 9001, 9002) comes after, once, whatever it shows: docs/model-card.md.
