@@ -11,16 +11,16 @@ piecewise constant over K ranges of μ) about m = μ (`--mean-map none`, the def
 (halopaint.sample.fit_mean_map; the generator's sharp field over-predicts its densest voxels and
 under-predicts its faint ones). The mean map failed its shipping rule on the validation box (16/20 per-bin
 criteria against 17/20; docs/model-card.md), so the shipped models do not use it.
-`--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes
-(score: mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio) of a realization of the left-out
-box), a rule fixed before any held-out box is looked at. Also fits the catalogue's mass function (dn/dlnM ∝ M^−β per bin, from /catalog/mass) and, where every box has
-/catalog/vel and a velocity field, the per-bin velocity law about /lpt_velocity (the 2LPT field a
-production --lpt-only density file holds as /velocity; /velocity where a box has no /lpt_velocity):
-v_halo = g_b · field(x_halo) + γ_b · h∇δ(voxel of the halo) + N(0, σ_b²) per component, ∇δ of the box's
-/density (the 2LPT density a production file holds; halopaint.sample.fit_velocity_law,
-voxel_density_gradient); `--velocity-law field` fits the earlier law without the infall term γ_b. Use
-training boxes only. Everything, with the files' SHA-256, goes to metadata.count_model.provenance; the generators are untouched (checked: the
-new bundle paints bit-identically). Written atomically and loaded back.
+`--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes (score:
+mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio) of a realization of the left-out box), a rule
+fixed before any held-out box is looked at. Also fits the catalogue's mass function (dn/dlnM ∝ M^−β per bin,
+from /catalog/mass) and, where every box has /catalog/vel and a velocity field, the per-bin velocity law about
+/lpt_velocity (the 2LPT field a production --lpt-only density file holds as /velocity; /velocity where a box
+has no /lpt_velocity): v_halo = g_b · field(x_halo) + γ_b · h∇δ(voxel of the halo) + N(0, σ_b²) per component,
+∇δ of the box's /density (the 2LPT density a production file holds; halopaint.sample.fit_velocity_law,
+voxel_density_gradient); `--velocity-law field` fits the earlier law without the infall term γ_b. Use training
+boxes only. Everything, with the files' SHA-256, goes to metadata.count_model.provenance; the generators are
+untouched (checked: the new bundle paints bit-identically). Written atomically and loaded back.
 """
 
 from __future__ import annotations
