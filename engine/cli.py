@@ -123,7 +123,7 @@ def _restore_terminate(previous) -> None:
 
 def _fail(command: str, exc) -> None:
     """Report and exit non-zero on every rank, without leaving other ranks hanging."""
-    from halopaint.launch import discover
+    from halopaint.launch import abort_job, discover
     info = discover()
     collective = bool(getattr(exc, "collective", False))
     if not info.is_distributed:
@@ -135,7 +135,7 @@ def _fail(command: str, exc) -> None:
         sys.exit(EXIT_USAGE)
     _report(command, f"[rank {info.rank}] {exc}")
     if "mpi4py.MPI" in sys.modules:
-        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(EXIT_USAGE)
+        abort_job(sys.modules["mpi4py.MPI"].COMM_WORLD, EXIT_USAGE)
     sys.exit(EXIT_USAGE)
 
 

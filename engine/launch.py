@@ -143,6 +143,19 @@ def agree_errors(comm, local_error: str | None, error_type: type) -> None:
             raise exc
 
 
+ABORT_GRACE_S = 1.0   # before MPI Abort: time for the launcher to forward this rank's last lines
+
+
+def abort_job(comm, code: int) -> None:
+    """Abort every rank of `comm` after flushing this rank's output and waiting ABORT_GRACE_S: Abort kills
+    the job at once, and without the wait mpiexec could drop the error line this rank just printed."""
+    import time
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
+    comm.Abort(code)
+
+
 @contextlib.contextmanager
 def abort_on_unexpected(comm, command: str):
     """Around a distributed command's work: an unexpected exception (not a HalopaintError, ValueError or
@@ -158,5 +171,5 @@ def abort_on_unexpected(comm, command: str):
             traceback.print_exc()
             line = " ".join(f"{exc.__class__.__name__}: {exc}".split())
             print(f"halopaint {command}: error: [rank {comm.Get_rank()}] {line}", file=sys.stderr, flush=True)
-            comm.Abort(1)
+            abort_job(comm, 1)
         raise

@@ -27,7 +27,7 @@ import numpy as np
 
 from halopaint.config import DensityRecipe, SimulateConfig
 from halopaint.errors import HalopaintError
-from halopaint.launch import agree_errors
+from halopaint.launch import abort_job, agree_errors
 from halopaint.log import get_logger
 from halopaint.validation import interruption_point
 
@@ -324,7 +324,7 @@ def simulate(config: SimulateConfig, comm=None, quiet: bool = False) -> list[str
         # an error on one rank (memory, I/O, a bug) would leave the others waiting in a collective
         # forever: report it and abort the whole job (no part or master is marked complete)
         log.error(f"rank {comm.Get_rank()}: {type(exc).__name__}: {exc}; aborting all ranks")
-        comm.Abort(1)
+        abort_job(comm, 1)
         raise
 
 
