@@ -160,8 +160,7 @@ def _visit_plane(geo: Geometry, dist: DistanceRedshift, own: Ownership, index: i
     margin = math.sqrt(3.0) * geo.voxel / 2               # a halo lies within this of its voxel centre
     x = (plane + 0.5) * geo.voxel
     for rep in reps:
-        if reach_lo > reach_hi + 2 * geo.voxel or not geo.plane_reaches(x, rep, reach_lo, reach_hi,
-                                                                        margin=geo.voxel):
+        if not geo.plane_reaches(x, rep, reach_lo, reach_hi, margin=geo.voxel):
             continue
         r = geo.plane_offsets(plane, rep)[3]
         near = (r >= lo - geo.voxel) & (r < hi + geo.voxel)  # sub-points and halos reach at most this far

@@ -12,8 +12,9 @@ P(n ≥ 2) ratio.
 
 The baseline is judged the same way, as a halo realization: the linear-bias 2LPT mean n̄_b(1 + b·δ_2LPT)
 (b fitted on the truth at k ≤ 0.1 h/Mpc with its Poisson level subtracted; clipped at 0) drawn with the
-same count law and seeds (its dispersion α; a mean map, fitted for the generator's means, is not applied) — a noise-free b·δ would have r_c and s no halo catalogue can reach. Figures are
-means over boxes × realizations.
+same count law and seeds (its dispersion α; a mean map, fitted for the generator's means, is not
+applied) — a noise-free b·δ would have r_c and s no halo catalogue can reach. Figures are means over
+boxes × realizations.
 """
 
 from __future__ import annotations
