@@ -388,11 +388,13 @@ def cross_from_spectra(k, nmodes, P_pp, P_hh, P_hp, *, poisson_pred=None, poisso
 
 
 def cross_statistics(pred, ref, box_size: float, mas: str | None = None, *, chunk_planes: int | None = None,
-                     scheduler=None, n_halos_pred: float | None = None, n_halos_ref: float | None = None
-                     ) -> CrossStatistics:
+                     scheduler=None, n_halos_pred: float | None = None, n_halos_ref: float | None = None,
+                     k_max: float | None = None) -> CrossStatistics:
     """T(k), r_c(k), s(k) of a predicted contrast `pred` against a reference contrast `ref` (N³ arrays).
 
-    Poisson levels V/N_halos are filled in when the halo numbers are given.
+    Poisson levels V/N_halos are filled in when the halo numbers are given. k_max [h/Mpc]: keep only the
+    k-bins up to it (a sparse integer field's few corner modes can sum to exactly 0, leaving r_c undefined
+    in a bin nobody asked for).
     """
     a, b = _as_field(pred, chunk_planes), _as_field(ref, chunk_planes)
     if a.shape != b.shape:
@@ -404,6 +406,9 @@ def cross_statistics(pred, ref, box_size: float, mas: str | None = None, *, chun
     k, nm, (P_pp, P_hh, P_hp), _ = spectra(fk, box_size, [(0, 0), (1, 1), (0, 1)], mas=[mas, mas],
                                            scheduler=scheduler)
     vol = float(box_size) ** 3
+    if k_max is not None:
+        keep = np.asarray(k) <= k_max
+        k, nm, P_pp, P_hh, P_hp = (np.asarray(x)[keep] for x in (k, nm, P_pp, P_hh, P_hp))
     return cross_from_spectra(k, nm, P_pp, P_hh, P_hp,
                               poisson_pred=None if not n_halos_pred else vol / n_halos_pred,
                               poisson_ref=None if not n_halos_ref else vol / n_halos_ref)

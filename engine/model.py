@@ -125,8 +125,8 @@ class CountModel:
     alpha[b][j] holds on [mu_breaks[b][j−1], mu_breaks[b][j]) with mu_breaks[b] the len(alpha[b]) − 1
     increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
 
-    mean_mu[b], mean_n[b] (optional; None: E[n | μ] = μ, as in older bundles): the knots of a monotone
-    mean map m_b(μ) = E[n | μ], learned on training boxes (halopaint.sample.fit_mean_map: isotonic regression
+    mean_mu[b], mean_n[b] (optional; None: E[n | μ] = μ in every bin, as in older bundles; two empty lists:
+    E[n | μ] = μ in bin b alone): the knots of a monotone mean map m_b(μ) = E[n | μ], learned on training boxes (halopaint.sample.fit_mean_map: isotonic regression
     of the true counts on the painted means). With it the law is about m instead of μ: E[n | μ] = m_b(μ),
     Var[n | μ] = m + α_b(μ)·m² (α's ranges stay indexed by the painted μ). m_b is linear between the knots
     (mean_mu[b] increasing, mean_n[b] non-decreasing, both > 0), proportional to μ below the first knot
@@ -191,8 +191,8 @@ class CountModel:
         if len(self.mean_mu) != n or len(self.mean_n) != n:
             raise ValueError(f"count model: mean map for {len(self.mean_mu)} bins, the model has {n}")
         for b, (xs, ys) in enumerate(zip(self.mean_mu, self.mean_n)):
-            if not xs or len(xs) != len(ys):
-                raise ValueError(f"count model bin {b}: the mean map needs as many values as knots (≥ 1)")
+            if len(xs) != len(ys):
+                raise ValueError(f"count model bin {b}: the mean map needs as many values as knots")
             if not all(math.isfinite(v) and v > 0 for v in (*xs, *ys)):
                 raise ValueError(f"count model bin {b}: mean-map knots and values must be finite and > 0")
             if any(x1 <= x0 for x0, x1 in zip(xs, xs[1:])) or any(y1 < y0 for y0, y1 in zip(ys, ys[1:])):
@@ -211,13 +211,17 @@ class CountModel:
 
     @property
     def has_mean_map(self) -> bool:
-        return self.mean_mu is not None
+        """Whether E[n | μ] ≠ μ in some bin."""
+        return self.mean_mu is not None and any(self.mean_mu)
+
+    def has_mean_map_in(self, mass_bin: int) -> bool:
+        return self.mean_mu is not None and bool(self.mean_mu[mass_bin])
 
     def mean_of(self, mass_bin: int, mu: np.ndarray) -> np.ndarray:
         """E[n | μ] = m_b(μ) for painted means μ ≥ 0 (any shape) → float64 array of μ's shape (μ itself
-        without a mean map)."""
+        where bin b has no mean map)."""
         mu = np.asarray(mu, dtype=np.float64)
-        if self.mean_mu is None:
+        if not self.has_mean_map_in(mass_bin):
             return mu.copy()
         return mean_map_values(mu, self.mean_mu[mass_bin], self.mean_n[mass_bin])
 
@@ -453,8 +457,15 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
     return CountModel(alpha=cat("alpha"), mu_breaks=cat("mu_breaks"), mass_slope=cat("mass_slope"),
                       velocity_dispersion=cat("velocity_dispersion"), velocity_bias=cat("velocity_bias"),
                       velocity_infall=cat("velocity_infall"), generator_sha256=cat("generator_sha256"),
-                      mean_mu=cat("mean_mu"), mean_n=cat("mean_n"),
+                      mean_mu=_merged_mean_map(models, "mean_mu"), mean_n=_merged_mean_map(models, "mean_n"),
                       provenance={"parts": [m.provenance for m in models]})
+
+
+def _merged_mean_map(models: list[CountModel], name: str) -> list[list[float]] | None:
+    """The parts' mean-map knots (or values) per bin; a part without a map contributes E[n | μ] = μ bins."""
+    if not any(m.has_mean_map for m in models):
+        return None
+    return [list(v) for m in models for v in (getattr(m, name) or [[] for _ in range(m.n_bins)])]
 
 
 def bundle_checksum(spec_text: str, metadata_text: str, generators: list[dict[str, torch.Tensor]]) -> str:

@@ -39,6 +39,15 @@
 # 5 %. It replaces the shipped count model of each z (same generators) under the mean-map rule above (at
 # least as many per-bin criteria on validation seed 201 at that z, and P(n ≥ 2) in strictly more bins or in as
 # many with a smaller sum over bins of |ln P(n ≥ 2) ratio|); the held-out seeds are then evaluated once per z.
+# Outcome (runs/pbmm): mean map in bins 0, 2, 3 at z = 0 (law/truth sum n(n−1) 1.10, 1.00, 1.12, 2.37), all four
+# at z = 0.5, bins 2, 3 at z = 1. Validation 201: z = 0 18/20 against 17/20, P(n ≥ 2) in 3 bins each, sum
+# |ln ratio| 0.57 < 1.08: replaces; z = 0.5 17/20 < 18/20 and z = 1 19/20 = 19/20 with sum |ln ratio| 0.61 >
+# 0.56: do not. Held-out z = 0 (2 boxes × 2): bin 3's P(n ≥ 2) 2.57 → 1.06, all bins' P(n ≥ 2) inside 25 %,
+# but bin 0's s misses (1.07 in one k-bin, 19/20 as before) and the catalogue's real-space P0 falls to 0.84–0.88
+# of the FoF halos' (all bins; bin 0 0.78–0.84: the mean map's regression dilution lowers the bias), which
+# breaks issue #18's 15 % bar the shipped law meets. The rule did not look at the catalogue's clustering; it
+# should have. Not shipped (a decision the held-out boxes informed, so none of its figures is claimed for a
+# shipped model); docs/model-card.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 z="${Z:-0}"

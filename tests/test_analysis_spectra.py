@@ -152,6 +152,19 @@ def test_empty_field_rc_undefined_is_an_error():
         cross_statistics(a, np.zeros((n, n, n)), 10.0)
 
 
+def test_k_max_keeps_exactly_the_low_bins():
+    """k_max drops the bins above it (where a sparse field's power can vanish) and leaves the others as the
+    full estimate has them."""
+    n, box = 16, 64.0
+    rng = np.random.default_rng(3)
+    pred, ref = rng.standard_normal((n, n, n)), rng.standard_normal((n, n, n))
+    full, low = cross_statistics(pred, ref, box), cross_statistics(pred, ref, box, k_max=0.4)
+    keep = full.k <= 0.4
+    assert 3 <= low.k.size == keep.sum() < full.k.size
+    for name in ("k", "nmodes", "P_pp", "P_hh", "P_hp", "T", "r_c", "s"):
+        np.testing.assert_array_equal(getattr(low, name), getattr(full, name)[keep])
+
+
 def test_bad_arguments():
     with pytest.raises(HalopaintError):
         power_spectrum(np.zeros((4, 4, 5)), 10.0)

@@ -1,5 +1,7 @@
 """The count model's optional mean map E[n | μ] = m_b(μ): its form, its validation, its fit, and the draws
-that use it (halopaint.model.CountModel.mean_of, halopaint.sample.fit_mean_map / fit_count_law / sample_counts).
+that use it (halopaint.model.CountModel.mean_of, halopaint.sample.fit_mean_map / fit_count_law / sample_counts),
+and the rule that maps only the bins whose truth is narrower than any law about μ (fit_count_model.py
+--mean-map where-needed, halopaint.sample.expected_pair_moment).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from halopaint.model import CountModel, merge_count_models
-from halopaint.sample import fit_count_law, fit_mean_map, sample_counts
+from halopaint.sample import draw_counts, expected_pair_moment, fit_count_law, fit_mean_map, sample_counts
+from test_sample_fit import _fit_script
 
 KNOTS, VALUES = [0.1, 0.5, 1.0, 2.0], [0.15, 0.4, 0.55, 0.6]    # a concave map: the sharp-field pattern
 
@@ -46,7 +49,11 @@ def test_mean_map_survives_json_select_and_merge_and_old_dicts_stay_as_they_were
     assert "mean_mu" not in plain.to_dict() and CountModel.from_dict(plain.to_dict()) == plain
     two = merge_count_models([cm, law(alpha=-0.1)])
     assert two.mean_mu == [KNOTS, KNOTS] and two.select([1]).alpha == [[-0.1]]
-    assert merge_count_models([cm, plain]).mean_mu is None      # a map for some bins only is no map
+    mixed = merge_count_models([cm, plain])                     # a map in some bins: identity in the others
+    assert mixed.mean_mu == [KNOTS, []] and mixed.has_mean_map_in(0) and not mixed.has_mean_map_in(1)
+    assert CountModel.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
+    np.testing.assert_array_equal(mixed.mean_of(1, np.array([0.3, 2.0])), [0.3, 2.0])
+    assert merge_count_models([plain, plain]).mean_mu is None
 
 
 def test_realizations_average_to_the_mapped_mean_with_the_target_variance():
@@ -80,3 +87,38 @@ def test_fit_recovers_a_known_mean_map_and_the_law_around_it():
     assert diag["mapped_total"] == pytest.approx(diag["true_total"], rel=0.01)
     alpha, _, d = fit_count_law([mu[0]], [truth[0]], mean=lambda v: fitted.mean_of(0, v))
     assert alpha[0] == pytest.approx(-0.3, abs=0.06) and d["mean_law"] == pytest.approx(truth[0].mean(), rel=0.01)
+
+
+@pytest.mark.parametrize("m,alpha", [(0.3, -0.5), (0.8, -0.9), (1.5, -0.95), (1.5, -0.2), (2.7, -0.6), (2.7, 0.3),
+                                     (0.6, 0.0)])
+def test_expected_pair_moment_is_what_the_draws_give(m, alpha):
+    """E[n(n−1)] of draw_counts, infeasible targets included (α = −0.95 at μ = 1.5 asks for less than the
+    two-point law on {1, 2} has): within 4 standard errors of 400,000 draws."""
+    rng = np.random.default_rng(11)
+    n = draw_counts(np.full(400_000, m), np.full(400_000, alpha), rng).astype(np.float64)
+    pairs = n * (n - 1)
+    expect = float(expected_pair_moment(np.array([m]), np.array([alpha]))[0])
+    assert abs(pairs.mean() - expect) < 4 * pairs.std() / np.sqrt(n.size) + 1e-12
+
+
+def test_where_needed_maps_only_the_bin_whose_truth_is_narrower_than_any_law_about_mu():
+    """Bin 0: truth Poisson(μ), the law about μ is feasible → no map. Bin 1: μ ∈ [1.2, 1.8] but the truth is
+    Bin(2, μ/4) (half the mean, few pairs): no law of mean μ is that narrow → the mean map, which brings the
+    realizations' P(n ≥ 2) to the truth's."""
+    fit = _fit_script()
+    rng = np.random.default_rng(5)
+    boxes = []
+    for _ in range(3):
+        mu = np.stack([rng.uniform(0.05, 0.6, 20**3), rng.uniform(1.2, 1.8, 20**3)]).reshape(2, 20, 20, 20)
+        true = np.stack([rng.poisson(mu[0]), rng.binomial(2, mu[1] / 4)]).astype(np.float64)
+        boxes.append({"painted": mu, "true": true})
+    law, why = fit.choose_law(boxes, 2, "1", "where-needed")
+    assert why["mean_map_bins"] == [1] and why["pair_excess_without_mean_map"][1] > 2
+    assert abs(why["pair_excess_without_mean_map"][0] - 1) < 0.05
+    assert law.has_mean_map_in(1) and not law.has_mean_map_in(0)
+    real = sample_counts(boxes[0]["painted"], 3, law)
+    for b in (0, 1):
+        truth = np.mean(np.concatenate([x["true"][b].ravel() for x in boxes]) >= 2)
+        assert np.mean(real[b] >= 2) == pytest.approx(truth, rel=0.15)
+    plain, _ = fit.choose_law(boxes, 2, "1", "none")
+    assert not plain.has_mean_map and np.mean(sample_counts(boxes[0]["painted"], 3, plain)[1] >= 2) > 3 * truth

@@ -96,6 +96,20 @@ def _draw_sub_poisson(m: np.ndarray, a: np.ndarray, rng: np.random.Generator) ->
     return out
 
 
+def expected_pair_moment(mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """E[n(n−1)] per voxel of draw_counts(mu, alpha): the target (1 + α)·μ², or the two-point law's
+    2⌊μ⌋f + ⌊μ⌋(⌊μ⌋−1) (f = μ − ⌊μ⌋, the least any integer law of mean μ has) where the target is below it.
+
+    mu, alpha: (m,) float64, μ ≥ 0, α ≥ −1. → (m,) float64. Summed over a box and divided by the truth's
+    Σ n(n−1), it says whether the law can reproduce the truth's pair count at all (1 if so, when fitted).
+    """
+    mu = np.asarray(mu, np.float64)
+    lo = np.floor(mu)
+    narrowest = lo * (lo - 1.0) + 2.0 * lo * (mu - lo)
+    target = (1.0 + np.asarray(alpha, np.float64)) * mu * mu
+    return np.maximum(target, narrowest)
+
+
 def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: int = 0,
                   bins=None) -> np.ndarray:
     """Integer realization of painted expected counts.

@@ -38,6 +38,7 @@ from halopaint.paint import paint_whole_box  # noqa: E402
 from halopaint.sample import sample_counts  # noqa: E402
 
 K_BAND, K_RC, K_S = (0.05, 0.2), 0.1, 0.1
+K_STATS_MAX = 0.3               # h/Mpc: every k-bin the figures use is below it
 
 
 def contrast(n: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def contrast(n: np.ndarray) -> np.ndarray:
 
 
 def field_stats(real: np.ndarray, true: np.ndarray, box: float) -> dict:
-    c = cross_statistics(contrast(real), contrast(true), box)
+    c = cross_statistics(contrast(real), contrast(true), box, k_max=K_STATS_MAX)
     band = (c.k >= K_BAND[0]) & (c.k <= K_BAND[1])
     return dict(T_dev=float(np.abs(c.T[band] - 1).max()), r_c=float(c.r_c[np.argmin(np.abs(c.k - K_RC))]),
                 s=c.s[c.k < K_S])
