@@ -27,7 +27,7 @@ import numpy as np
 from halopaint.decomposition import read_periodic_planes
 from halopaint.fields import FieldFile
 from halopaint.lightcone.geometry import DistanceRedshift, Geometry
-from halopaint.sample.catalogue import voxel_density_gradient
+from halopaint.sample.catalogue import rows_cic_readout, slab_rows, voxel_density_gradient
 from halopaint.sim.massfunction import MassSampler, watson13_dndlnm
 
 C_KMS = 299792.458
@@ -58,29 +58,14 @@ class VelocitySlab:
     def __init__(self, path: str, grid: int, box: float, x0: int, x1: int):
         self.grid, self.box, self.x0 = grid, box, x0
         with FieldFile(path) as f:
-            self.v = read_periodic_planes(f.h5["velocity"], x0 - 1, x1 + 1, grid, axis=1)
+            self.rows = slab_rows(read_periodic_planes(f.h5["velocity"], x0 - 1, x1 + 1, grid, axis=1))
             # the same planes of /density, for the velocity law's infall term (halopaint.sample.halo_velocities)
             self.rho = read_periodic_planes(f.h5["density"], x0 - 1, x1 + 1, grid) if "density" in f.h5 else None
 
     def at(self, pos: np.ndarray) -> np.ndarray:
-        """CIC-interpolated velocity (m, 3) [km/s] at box-frame positions pos (m, 3) [Mpc/h] whose x lies in
-        the planes [x0, x1)."""
-        n, h = self.grid, self.box / self.grid
-        u = np.mod(pos, self.box) / h - 0.5
-        i0 = np.floor(u).astype(np.int64)
-        w1 = u - i0
-        out = np.zeros((len(pos), 3), dtype=np.float64)
-        for cx in (0, 1):
-            ix = i0[:, 0] + cx - (self.x0 - 1)          # index into the slab (planes x0 − 1 …)
-            wx = w1[:, 0] if cx else 1.0 - w1[:, 0]
-            for cy in (0, 1):
-                iy = (i0[:, 1] + cy) % n
-                wy = w1[:, 1] if cy else 1.0 - w1[:, 1]
-                for cz in (0, 1):
-                    iz = (i0[:, 2] + cz) % n
-                    w = wx * wy * (w1[:, 2] if cz else 1.0 - w1[:, 2])
-                    out += w[:, None] * self.v[:, ix, iy, iz].T
-        return out
+        """CIC-interpolated velocity (m, 3) [km/s] at box-frame positions pos (m, 3) [Mpc/h] (any replica)
+        whose x lies in the planes [x0, x1)."""
+        return rows_cic_readout(self.rows, self.grid, self.x0 - 1, np.mod(pos, self.box), self.box)
 
     def infall_at(self, pos: np.ndarray) -> np.ndarray:
         """h∇δ (m, 3) of /density at the voxels of box-frame positions pos (m, 3) [Mpc/h] (x in [x0, x1))."""

@@ -15,7 +15,6 @@ import numpy as np
 
 from halopaint.model import CountModel
 from halopaint.sample.counts import STREAM_CATALOGUE, plane_rng
-from halopaint.sim.grids import cic_corners
 
 CATALOGUE_COLUMNS = {"pos": (np.float32, 3), "vel": (np.float32, 3), "mass": (np.float64, 0),
                      "mass_bin": (np.int16, 0)}
@@ -63,15 +62,36 @@ def slab_cic_readout(field: np.ndarray, first_plane: int, pos: np.ndarray, box_s
     field: (c, nx, N, N) float, global x-planes first_plane, first_plane+1, … (mod N), covering every plane
     the CIC of `pos` touches; pos (m, 3) [Mpc/h] in [0, box_size). → (m, c) float64.
     """
-    c, nx, n = field.shape[0], field.shape[1], field.shape[2]
-    flat = np.moveaxis(np.asarray(field), 0, -1).reshape(nx * n * n, c)
-    out = np.zeros((len(pos), c), np.float64)
-    for index, weight in cic_corners(np.asarray(pos, np.float64).reshape(-1, 3), n, box_size):
-        ix, rest = np.divmod(index, n * n)
-        local = (ix - first_plane) % n
-        if (local >= nx).any():
-            raise ValueError("slab_cic_readout: a position needs a plane outside the given slab")
-        out += flat[local * n * n + rest] * weight[:, None]
+    return rows_cic_readout(slab_rows(field), field.shape[2], first_plane, pos, box_size)
+
+
+def slab_rows(field: np.ndarray) -> np.ndarray:
+    """(c, nx, N, N) → (nx·N·N, c): a slab's vectors one voxel per row, the layout rows_cic_readout gathers
+    from (one gather per CIC corner instead of c). A copy: make it once per slab, not per readout."""
+    c = field.shape[0]
+    return np.ascontiguousarray(np.moveaxis(np.asarray(field), 0, -1).reshape(-1, c))
+
+
+def rows_cic_readout(rows: np.ndarray, n: int, first_plane: int, pos: np.ndarray, box_size: float) -> np.ndarray:
+    """slab_cic_readout on a slab already laid out by slab_rows: rows (nx·N·N, c), N = n. → (m, c) float64."""
+    nx = rows.shape[0] // (n * n)
+    u = np.asarray(pos, np.float64).reshape(-1, 3).T * (n / box_size) - 0.5    # (3, m) in voxel units
+    base = np.floor(u)
+    frac = u - base
+    i0 = base.astype(np.int64)
+    lx = (i0[0] - first_plane) % n                     # x-planes relative to the slab, the others periodic
+    planes = (lx, (lx + 1) % n)
+    if (np.maximum(*planes) >= nx).any():
+        raise ValueError("slab_cic_readout: a position needs a plane outside the given slab")
+    y, z = i0[1] % n, i0[2] % n
+    offset = [(planes[0] * (n * n), planes[1] * (n * n)), (y * n, (y + 1) % n * n), (z, (z + 1) % n)]
+    weight = [(1.0 - frac[d], frac[d]) for d in range(3)]
+    out = np.zeros((u.shape[1], rows.shape[1]), np.float64)
+    for cx in (0, 1):
+        for cy in (0, 1):
+            oxy, wxy = offset[0][cx] + offset[1][cy], weight[0][cx] * weight[1][cy]
+            for cz in (0, 1):
+                out += rows[oxy + offset[2][cz]] * (wxy * weight[2][cz])[:, None]
     return out
 
 
