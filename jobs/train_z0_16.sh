@@ -48,6 +48,11 @@
 # breaks issue #18's 15 % bar the shipped law meets. The rule did not look at the catalogue's clustering; it
 # should have. Not shipped (a decision the held-out boxes informed, so none of its figures is claimed for a
 # shipped model); docs/model-card.md.
+# Longer z = 1 rule, fixed 2026-12-07 before the run (after the 800-step z = 1 bundle's validation look, which
+# is why it exists): the z = 1 run continued to ADV_STEPS=1600 from its 800-step checkpoints, nothing else
+# changed (`cp -r runs/z1-16 runs/z1-16-1600; Z=1 ADV_STEPS=1600 bash jobs/train_z0_16.sh runs/z1-16-1600`),
+# the bundle after step 1600, judged by the shipping rule above against the shipped 3-box z = 1 model; the
+# held-out seeds are evaluated once if it ships.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 z="${Z:-0}"
