@@ -126,8 +126,8 @@ class CountModel:
     increasing interior breaks [counts per voxel] (the outer ranges reach 0 and ∞).
 
     mean_mu[b], mean_n[b] (optional; None: E[n | μ] = μ in every bin, as in older bundles; two empty lists:
-    E[n | μ] = μ in bin b alone): the knots of a monotone mean map m_b(μ) = E[n | μ], learned on training boxes (halopaint.sample.fit_mean_map: isotonic regression
-    of the true counts on the painted means). With it the law is about m instead of μ: E[n | μ] = m_b(μ),
+    E[n | μ] = μ in bin b alone): the knots of a monotone mean map m_b(μ) = E[n | μ], learned on training
+    boxes (halopaint.sample.fit_mean_map: isotonic regression of the true counts on the painted means). With it the law is about m instead of μ: E[n | μ] = m_b(μ),
     Var[n | μ] = m + α_b(μ)·m² (α's ranges stay indexed by the painted μ). m_b is linear between the knots
     (mean_mu[b] increasing, mean_n[b] non-decreasing, both > 0), proportional to μ below the first knot
     (m(0) = 0) and flat above the last. The painted field itself is unchanged: it is the generator's output,
