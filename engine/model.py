@@ -132,6 +132,10 @@ class CountModel:
     (mean_mu[b] increasing, mean_n[b] non-decreasing, both > 0), proportional to μ below the first knot
     (m(0) = 0) and flat above the last. The painted field itself is unchanged: it is the generator's output,
     whose statistics match the N-body field's (the paper's claim); m is the count law's conditional mean.
+    mean_cell = c (optional; None: m = m_b(μ) voxel by voxel): in a bin with a map, m_b(μ) is rescaled inside
+    every aligned cell of c³ voxels (planes [c·i, c·i + c) on each axis) to the cell's painted total Σμ, so the
+    map moves halos only between the voxels of one cell and the field on scales above c voxels stays the
+    painted one (halopaint.sample.law_means).
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
     velocity_bias[b] = g_b, velocity_infall[b] = γ_b [km/s] and velocity_dispersion[b] = σ_b [km/s]: a
@@ -155,6 +159,7 @@ class CountModel:
     law: str = "quadratic-variance"
     mean_mu: list[list[float]] | None = None
     mean_n: list[list[float]] | None = None
+    mean_cell: int | None = None
 
     def __post_init__(self):
         n = len(self.alpha)
@@ -186,6 +191,8 @@ class CountModel:
     def _check_mean_map(self, n: int) -> None:
         if (self.mean_mu is None) != (self.mean_n is None):
             raise ValueError("count model: mean_mu and mean_n come together (the knots of the mean map)")
+        if self.mean_cell is not None and not (isinstance(self.mean_cell, int) and self.mean_cell >= 1):
+            raise ValueError(f"count model: mean_cell must be a positive number of voxels, got {self.mean_cell!r}")
         if self.mean_mu is None:
             return
         if len(self.mean_mu) != n or len(self.mean_n) != n:
@@ -252,6 +259,8 @@ class CountModel:
         d = asdict(self)
         if self.mean_mu is None:            # older readers and older bundles' JSON stay unchanged
             del d["mean_mu"], d["mean_n"]
+        if self.mean_cell is None:
+            del d["mean_cell"]
         return d
 
     @classmethod
@@ -264,7 +273,8 @@ class CountModel:
                                                                                     d["generator_sha256"]],
                    provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")),
                    mean_mu=None if d.get("mean_mu") is None else [floats(m) for m in d["mean_mu"]],
-                   mean_n=None if d.get("mean_n") is None else [floats(m) for m in d["mean_n"]])
+                   mean_n=None if d.get("mean_n") is None else [floats(m) for m in d["mean_n"]],
+                   mean_cell=None if d.get("mean_cell") is None else int(d["mean_cell"]))
 
 
 @dataclass
@@ -458,7 +468,14 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
                       velocity_dispersion=cat("velocity_dispersion"), velocity_bias=cat("velocity_bias"),
                       velocity_infall=cat("velocity_infall"), generator_sha256=cat("generator_sha256"),
                       mean_mu=_merged_mean_map(models, "mean_mu"), mean_n=_merged_mean_map(models, "mean_n"),
-                      provenance={"parts": [m.provenance for m in models]})
+                      mean_cell=_merged_mean_cell(models), provenance={"parts": [m.provenance for m in models]})
+
+
+def _merged_mean_cell(models: list[CountModel]) -> int | None:
+    cells = {m.mean_cell for m in models if m.has_mean_map}
+    if len(cells) > 1:
+        raise ValueError(f"count models with mean maps in cells of different sizes cannot merge: {sorted(cells, key=str)}")
+    return cells.pop() if cells else None
 
 
 def _merged_mean_map(models: list[CountModel], name: str) -> list[list[float]] | None:

@@ -40,10 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from halopaint.calibrate import file_bins_for  # noqa: E402
 from halopaint.errors import HalopaintError  # noqa: E402
 from halopaint.fields import FieldFile, file_provenance, same_voxel_size  # noqa: E402
-from halopaint.model import CountModel, ModelBundle, generator_digest, mean_map_values  # noqa: E402
+from halopaint.model import CountModel, ModelBundle, generator_digest  # noqa: E402
 from halopaint.paint import paint_whole_box  # noqa: E402
 from halopaint.sample import (expected_pair_moment, fit_count_law, fit_mass_slope, fit_mean_map,  # noqa: E402
-                              fit_velocity_law, sample_counts, slab_cic_readout, voxel_density_gradient)
+                              fit_velocity_law, law_means, sample_counts, slab_cic_readout,
+                              voxel_density_gradient)
 
 CANDIDATE_RANGES = (1, 2, 4)
 PAIR_EXCESS_MAX = 1.05          # --mean-map where-needed: law/truth sum n(n-1) above this needs the mean map
@@ -75,21 +76,24 @@ def load_boxes(bundle: ModelBundle, paths: list[str]) -> list[dict]:
     return boxes
 
 
-def fit_laws(boxes: list[dict], n_bins: int, ranges: int, mean_bins: frozenset[int]) -> CountModel:
-    """The count law (a mean map in the bins `mean_bins`, α(μ) over `ranges` ranges) of the boxes, pooled;
-    diagnostics in its provenance["per_bin"]."""
+def fit_laws(boxes: list[dict], n_bins: int, ranges: int, mean_bins: frozenset[int],
+             cell: int | None = None) -> CountModel:
+    """The count law (a mean map in the bins `mean_bins`, in cells of `cell` voxels if given; α(μ) over
+    `ranges` ranges) of the boxes, pooled; diagnostics in its provenance["per_bin"]."""
     alpha, breaks, knots, values, diags = [], [], [], [], []
     for b in range(n_bins):
         painted, true = [x["painted"][b] for x in boxes], [x["true"][b] for x in boxes]
-        mean, d, xs, ys = None, {}, [], []
+        means, d, xs, ys = None, {}, [], []
         if b in mean_bins:
             xs, ys, d["mean_map"] = fit_mean_map(painted, true)
-            mean = lambda mu, xs=xs, ys=ys: mean_map_values(mu, xs, ys)  # noqa: E731
+            one = CountModel(alpha=[[0.0]], mu_breaks=[[]], mean_mu=[xs], mean_n=[ys], mean_cell=cell)
+            means = [law_means(p, one, 0) for p in painted]
         knots.append(xs), values.append(ys)
-        a, br, d["law"] = fit_count_law(painted, true, ranges, mean=mean)
+        a, br, d["law"] = fit_count_law(painted, true, ranges, means=means)
         alpha.append(a), breaks.append(br), diags.append(d)
     return CountModel(alpha=alpha, mu_breaks=breaks, mean_mu=knots if mean_bins else None,
-                      mean_n=values if mean_bins else None, provenance={"per_bin": diags})
+                      mean_n=values if mean_bins else None, mean_cell=cell if mean_bins else None,
+                      provenance={"per_bin": diags})
 
 
 def pair_excess(boxes: list[dict], law: CountModel) -> list[float]:
@@ -107,12 +111,13 @@ def pair_excess(boxes: list[dict], law: CountModel) -> list[float]:
     return out
 
 
-def choose_law(boxes: list[dict], n_bins: int, mu_ranges: str, mean_map: str) -> tuple[CountModel, dict]:
-    """The law `--mu-ranges` and `--mean-map` ask for, and what decided it (for the provenance)."""
+def choose_law(boxes: list[dict], n_bins: int, mu_ranges: str, mean_map: str,
+               cell: int | None = None) -> tuple[CountModel, dict]:
+    """The law `--mu-ranges`, `--mean-map` and `--mean-cell` ask for, and what decided it (for the provenance)."""
     def with_ranges(mean_bins):
-        scores = cross_validate(boxes, n_bins, mean_bins) if mu_ranges == "auto" and len(boxes) > 1 else {}
+        scores = cross_validate(boxes, n_bins, mean_bins, cell) if mu_ranges == "auto" and len(boxes) > 1 else {}
         k = min(scores, key=scores.get) if scores else int(1 if mu_ranges == "auto" else mu_ranges)
-        return fit_laws(boxes, n_bins, k, mean_bins), k, scores
+        return fit_laws(boxes, n_bins, k, mean_bins, cell), k, scores
     mean_bins = frozenset(range(n_bins)) if mean_map == "isotonic" else frozenset()
     law, k, scores = with_ranges(mean_bins)
     why = {}
@@ -129,13 +134,14 @@ def choose_law(boxes: list[dict], n_bins: int, mu_ranges: str, mean_map: str) ->
                                "look)" if scores else "given")
 
 
-def cross_validate(boxes: list[dict], n_bins: int, mean_bins: frozenset[int]) -> dict[int, float]:
+def cross_validate(boxes: list[dict], n_bins: int, mean_bins: frozenset[int],
+                   cell: int | None = None) -> dict[int, float]:
     """Leave-one-box-out score of each candidate K (lower is better)."""
     scores = {}
     for k in CANDIDATE_RANGES:
         total = []
         for i, held in enumerate(boxes):
-            law = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k, mean_bins)
+            law = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k, mean_bins, cell)
             real = sample_counts(held["painted"], CV_SEED, law)
             for b in range(n_bins):
                 t = held["true"][b]
@@ -177,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mean-map", choices=("none", "isotonic", "where-needed"), default="none",
                     help="E[n | mu]: mu (default), the isotonic regression of the true counts on the painted mean, "
                          "or that regression only in the bins where the law about mu over-predicts pairs")
+    ap.add_argument("--mean-cell", type=int, default=None, metavar="C",
+                    help="rescale the mean map inside aligned cells of C³ voxels to the painted total of each cell")
     ap.add_argument("--velocity-law", choices=("infall", "field"), default="infall",
                     help="catalogue velocity law: g·field + γ·h∇δ + noise (infall, default) or g·field + noise")
     args = ap.parse_args(argv)
@@ -186,7 +194,9 @@ def main(argv=None) -> int:
         edges = np.asarray(bundle.metadata.mass_bin_edges)
         n_bins = bundle.n_bins
         boxes = load_boxes(bundle, args.boxes)
-        law, chosen = choose_law(boxes, n_bins, args.mu_ranges, args.mean_map)
+        if args.mean_cell is not None and (args.mean_cell < 1 or args.mean_map == "none"):
+            raise HalopaintError("--mean-cell needs a positive cell size and a --mean-map")
+        law, chosen = choose_law(boxes, n_bins, args.mu_ranges, args.mean_map, args.mean_cell)
         slopes = None
         if all(x["mass"] is not None for x in boxes):
             masses = np.concatenate([x["mass"] for x in boxes])
@@ -199,6 +209,8 @@ def main(argv=None) -> int:
                           mean_map="E[n | mu] = isotonic regression of the true counts on mu over 32 ranges of "
                                    "equal sum mu, linear between the knots, in bins "
                                    f"{[b for b in range(n_bins) if law.has_mean_map_in(b)]}; mu elsewhere"
+                                   + (f"; rescaled in aligned cells of {law.mean_cell}^3 voxels to the painted "
+                                      "total of each cell" if law.mean_cell else "")
                           if law.has_mean_map else "none (E[n | mu] = mu)",
                           fit="1 + alpha = sum n(n-1) / sum m^2 per mu range (second factorial moment), "
                               "m = E[n | mu]",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from halopaint.model import CountModel, merge_count_models
-from halopaint.sample import draw_counts, expected_pair_moment, fit_count_law, fit_mean_map, sample_counts
+from halopaint.sample import (cell_aligned, draw_counts, expected_pair_moment, fit_count_law, fit_mean_map, law_means,
+                              sample_counts)
 from test_sample_fit import _fit_script
 
 KNOTS, VALUES = [0.1, 0.5, 1.0, 2.0], [0.15, 0.4, 0.55, 0.6]    # a concave map: the sharp-field pattern
@@ -122,3 +123,37 @@ def test_where_needed_maps_only_the_bin_whose_truth_is_narrower_than_any_law_abo
         assert np.mean(real[b] >= 2) == pytest.approx(truth, rel=0.15)
     plain, _ = fit.choose_law(boxes, 2, "1", "none")
     assert not plain.has_mean_map and np.mean(sample_counts(boxes[0]["painted"], 3, plain)[1] >= 2) > 3 * truth
+
+
+def test_a_mean_map_in_cells_keeps_every_cells_painted_total():
+    """law_means with mean_cell 4: inside each aligned 4³ cell the mapped means sum to the painted ones (to
+    1e-12); without cells they are m(μ) voxel by voxel; a block that cuts cells is refused."""
+    rng = np.random.default_rng(8)
+    mu = rng.gamma(0.5, 0.4, size=(8, 12, 12))
+    cm = CountModel(alpha=[[-0.3]], mu_breaks=[[]], mean_mu=[KNOTS], mean_n=[VALUES], mean_cell=4)
+    m = law_means(mu, cm, 0, x0=4)
+    cells = lambda a: a.reshape(2, 4, 3, 4, 3, 4).sum(axis=(1, 3, 5))  # noqa: E731
+    np.testing.assert_allclose(cells(m), cells(mu), rtol=1e-12)
+    assert not np.allclose(m, mu)
+    np.testing.assert_array_equal(law_means(mu, law(), 0), law().mean_of(0, mu))
+    with pytest.raises(ValueError, match="aligned"):
+        law_means(mu[:6], cm, 0)
+    with pytest.raises(ValueError, match="aligned"):
+        law_means(mu, cm, 0, x0=2)
+    assert cell_aligned(5, 11, cm, 12) == (4, 12) and cell_aligned(5, 11, law(), 12) == (5, 11)
+    assert CountModel.from_dict(json.loads(json.dumps(cm.to_dict()))) == cm
+    assert "mean_cell" not in law().to_dict()
+    with pytest.raises(ValueError, match="mean_cell"):
+        CountModel(alpha=[[0.0]], mu_breaks=[[]], mean_cell=0)
+
+
+def test_a_block_read_through_cell_aligned_draws_what_the_whole_box_draws():
+    """sample_counts on the aligned superset of any plane range, cut back to the range: the same counts as
+    the whole box's draw (streams by plane, means by cell)."""
+    rng = np.random.default_rng(9)
+    mu = rng.gamma(0.5, 0.6, size=(1, 16, 8, 8))
+    cm = CountModel(alpha=[[-0.3]], mu_breaks=[[]], mean_mu=[KNOTS], mean_n=[VALUES], mean_cell=4)
+    whole = sample_counts(mu, 6, cm)
+    for a, b in ((0, 3), (3, 9), (9, 16), (5, 6)):
+        lo, hi = cell_aligned(a, b, cm, 16)
+        np.testing.assert_array_equal(sample_counts(mu[:, lo:hi], 6, cm, x0=lo)[:, a - lo:b - lo], whole[:, a:b])

@@ -7,6 +7,7 @@ function `sample_counts`, the catalogue with a one-process run (same rows in the
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -19,6 +20,13 @@ from test_sample import (expected_field, make_count_model, run_cli, write_densit
 
 N = 29
 SEED = 17
+N_CELLS = 28                    # 7 cells of 4 voxels; the slabs of 2 and 3 ranks (14 | 10, 9, 9) cut cells
+
+
+def cell_count_model():
+    """make_count_model with a concave mean map in bins 0 and 2, rescaled in cells of 4³ voxels."""
+    knots, values = [0.1, 0.5, 1.0, 2.0], [0.15, 0.4, 0.55, 0.6]
+    return replace(make_count_model(), mean_mu=[knots, [], knots], mean_n=[values, [], values], mean_cell=4)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +40,8 @@ def shared():
         write_density_velocity(os.path.join(d, "d.h5"), N)
         sample(SampleConfig(painted=os.path.join(d, "p.h5"), out=os.path.join(d, "serial.h5"), seed=SEED,
                             density=os.path.join(d, "d.h5"), catalogue=True), MPI.COMM_SELF)
+        write_painted(os.path.join(d, "cells.h5"), expected_field(3, N_CELLS, seed=4, means=(0.8, 0.3, 0.1)),
+                      cell_count_model())
 
     with mpi_shared_dir(comm, "halopaint-sample-mpi-", populate) as d:
         yield dict(dir=d, comm=comm, painted=os.path.join(d, "p.h5"), density=os.path.join(d, "d.h5"),
@@ -61,6 +71,18 @@ def test_distributed_realization_and_catalogue_equal_one_process(shared):
     for key in ("halos", "pos", "vel", "mass", "mass_bin"):
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
     assert sorted(os.listdir(realization_parts_dir(out))) == [f"rank-{r:04d}.h5" for r in range(comm.Get_size())]
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_mean_map_in_cells_cut_by_the_slabs_draws_the_same_realization(shared):
+    """Each rank reads the whole cells its slab cuts: the counts equal the whole-box draw on any R."""
+    comm = shared["comm"]
+    painted = os.path.join(shared["dir"], "cells.h5")
+    out = os.path.join(shared["dir"], f"cells-r{comm.Get_size()}.h5")
+    sample(SampleConfig(painted=painted, out=out, seed=SEED), comm)
+    with h5py.File(painted, "r") as f:
+        mu = f["halos"][...]
+    np.testing.assert_array_equal(_read(out)["halos"], sample_counts(mu, SEED, cell_count_model()))
 
 
 @pytest.mark.mpi(min_size=2)

@@ -11,6 +11,9 @@ map) and Var[n | μ] = m + α_b(μ)·m², so E[n(n−1) | μ] = (1 + α)·m². P
   that narrow, and Bin(⌈μ⌉) is mixed with the two-point law on {⌊μ⌋, ⌊μ⌋+1} (the narrowest integer law of
   mean μ) to reach the target variance where it is feasible (the two-point law alone where it is not).
 
+With `mean_cell` c, m is rescaled inside each aligned c³-voxel cell to the cell's painted total (`law_means`),
+so a block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
+
 Random streams: one numpy Generator (PCG64) per (seed, purpose, mass bin, x-plane), seeded by
 `SeedSequence(seed, spawn_key=(purpose, bin, plane))` — blocks of one x-plane, so any slab decomposition
 over any number of ranks draws exactly the same numbers (given the numpy version, recorded in the attrs).
@@ -110,11 +113,43 @@ def expected_pair_moment(mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.maximum(target, narrowest)
 
 
+def law_means(expected: np.ndarray, count_model: CountModel, mass_bin: int, x0: int = 0) -> np.ndarray:
+    """The law's E[n | μ] of one bin's x-planes [x0, x0 + nx): m_b(μ) voxel by voxel, rescaled inside each
+    aligned cell of `mean_cell`³ voxels to the cell's painted total when the model has cells and bin b a map.
+
+    expected: (nx, N, N) painted means (with cells: x0 and nx multiples of the cell, N too). → float64 (nx, N, N).
+    """
+    mu = np.asarray(expected, np.float64)
+    m = count_model.mean_of(mass_bin, mu)
+    c = count_model.mean_cell
+    if c is None or c == 1 or not count_model.has_mean_map_in(mass_bin):
+        return m
+    nx, n = mu.shape[0], mu.shape[1]
+    if x0 % c or nx % c or n % c:
+        raise ValueError(f"a mean map in cells of {c} voxels needs planes and a grid aligned to {c}: "
+                         f"x-planes [{x0}, {x0 + nx}) of a {n}-voxel grid")
+    shape = (nx // c, c, n // c, c, n // c, c)
+    painted, mapped = mu.reshape(shape).sum(axis=(1, 3, 5)), m.reshape(shape).sum(axis=(1, 3, 5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(mapped > 0, painted / mapped, 0.0)
+    return (m.reshape(shape) * factor[:, None, :, None, :, None]).reshape(mu.shape)
+
+
+def cell_aligned(a: int, b: int, count_model: CountModel, grid: int) -> tuple[int, int]:
+    """The planes [A, B) ⊇ [a, b) sample_counts needs to draw planes [a, b): aligned to the model's mean
+    cells (A = a, B = b without cells). B may pass `grid` only when [a, b) reaches it (then B = grid)."""
+    c = count_model.mean_cell if count_model.has_mean_map else None
+    if not c or c == 1:
+        return a, b
+    return a - a % c, min(grid, -(-b // c) * c)
+
+
 def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: int = 0,
                   bins=None) -> np.ndarray:
     """Integer realization of painted expected counts.
 
-    expected: (n_sel, nx, N, N) float, finite, ≥ 0 — x-planes [x0, x0+nx) of the painted /halos;
+    expected: (n_sel, nx, N, N) float, finite, ≥ 0 — x-planes [x0, x0+nx) of the painted /halos (aligned to
+    the model's mean cells when it has them: `cell_aligned`);
     bins[i]: the mass-bin index of expected[i] in `count_model` and in the stream key (default 0..n_sel−1).
     → (n_sel, nx, N, N) int32. Identical for any split of the planes (streams keyed by global plane).
     """
@@ -131,12 +166,13 @@ def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: 
             raise ValueError(f"mass bin {b} not in the count model ({count_model.n_bins} bins)")
     out = np.zeros(expected.shape, COUNT_DTYPE)
     for i, b in enumerate(bins):
+        means = law_means(expected[i], count_model, b, x0)
         for j in range(expected.shape[1]):
             mu = np.asarray(expected[i, j], np.float64).reshape(-1)
             idx = np.flatnonzero(mu > 0)
             rng = plane_rng(seed, STREAM_COUNTS, b, x0 + j)
             plane = out[i, j].reshape(-1)
-            plane[idx] = draw_counts(count_model.mean_of(b, mu[idx]), count_model.alpha_of(b, mu[idx]), rng)
+            plane[idx] = draw_counts(means[j].reshape(-1)[idx], count_model.alpha_of(b, mu[idx]), rng)
     return out
 
 
@@ -183,18 +219,22 @@ def fit_mean_map(painted: list[np.ndarray], true: list[np.ndarray], knots: int =
 
 
 def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: int = 1,
-                  mean=None) -> tuple[list[float], list[float], dict]:
+                  mean=None, means: list[np.ndarray] | None = None) -> tuple[list[float], list[float], dict]:
     """α(μ) of one mass bin from pairs of painted means and true counts (same boxes, same voxels).
 
     painted, true: lists of arrays of equal shapes (counts per voxel). mean: the law's E[n | μ] as a
-    function of μ (CountModel.mean_of of this bin; None: μ itself). With K = mu_ranges, the μ axis is cut
+    function of μ (CountModel.mean_of of this bin; None: μ itself); means: the law's E[n | μ] given per array
+    instead (law_means, when a mean in cells is not a function of μ alone). With K = mu_ranges, the μ axis is cut
     at the quantiles of the m²-weight (each range carries the same share of Σm², m = mean(μ)); in range j
     1 + α_j = Σ n(n−1) / Σ m², the second factorial moment of the truth over that of the law — so the
     realization's count variance equals the truth's on the fitted data (when Σm = Σn). α ≥ −1.
     → (alpha (K,), interior breaks in μ (K−1,), diagnostics).
     """
     mu, n = _pairs(painted, true)
-    m = mu if mean is None else mean(mu)
+    if means is not None:
+        m = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in means])
+    else:
+        m = mu if mean is None else mean(mu)
     w = m**2
     if w.sum() <= 0:
         raise ValueError("the painted field is zero everywhere: nothing to fit")

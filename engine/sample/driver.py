@@ -24,7 +24,7 @@ from halopaint.launch import agree_errors
 from halopaint.log import get_logger, progress
 from halopaint.model import CountModel, ModelBundle, resolve_model_path
 from halopaint.sample.catalogue import CATALOGUE_COLUMNS, catalogue_plane
-from halopaint.sample.counts import COUNT_DTYPE, poisson_count_model, sample_counts
+from halopaint.sample.counts import COUNT_DTYPE, cell_aligned, poisson_count_model, sample_counts
 
 log = get_logger(__name__)
 
@@ -160,6 +160,9 @@ def _prepare(cfg: SampleConfig) -> _Setup:
         cm = replace(base, alpha=[[0.0]] * base.n_bins, mu_breaks=[[]] * base.n_bins, mean_mu=None, mean_n=None,
                      provenance={"law": "Poisson (--poisson)", "catalogue_parts_from": base.provenance})
         source += " with --poisson"
+    if cm.has_mean_map and cm.mean_cell and info.grid % cm.mean_cell:
+        raise SampleError(f"count model ({source}) maps means in cells of {cm.mean_cell} voxels, which do not tile "
+                          f"the {info.grid}-voxel grid of {cfg.painted}")
     if cfg.catalogue:
         _check_density(cfg, info)
         if cm.mass_slope is None:
@@ -211,12 +214,13 @@ def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File
         ds = pf.h5["halos"]
         for a in progress(range(x0, x1, step), total=-(-(x1 - x0) // step), desc="sample", unit="slab"):
             b = min(x1, a + step)
-            mu = _read_planes(ds, s.file_bins, a, b)
+            lo, hi = cell_aligned(a, b, s.count_model, n)  # a mean map in cells needs whole cells
+            mu = _read_planes(ds, s.file_bins, lo, hi)
             if not np.isfinite(mu).all() or (mu < 0).any():
                 bad = int(np.count_nonzero(~np.isfinite(mu) | (mu < 0)))
                 raise SampleError(f"{cfg.painted}: /halos has {bad} NaN/Inf or negative values in x-planes "
-                                  f"[{a}, {b}); expected counts must be finite and ≥ 0")
-            counts = sample_counts(mu, cfg.seed, s.count_model, x0=a, bins=s.bins)
+                                  f"[{lo}, {hi}); expected counts must be finite and ≥ 0")
+            counts = sample_counts(mu, cfg.seed, s.count_model, x0=lo, bins=s.bins)[:, a - lo:b - lo]
             part["halos"][:, a - x0:b - x0] = counts
             totals += counts.reshape(len(s.bins), -1).sum(axis=1)
             if cfg.catalogue:
