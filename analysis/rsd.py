@@ -98,13 +98,14 @@ class RSDComparison:
     ref: dict
 
     def band(self, k_min: float = 0.05, k_max: float = 0.2) -> dict:
-        """Largest deviation from 1 of each ratio for k_min ≤ k ≤ k_max, and the band's mean ratios."""
+        """Largest deviation from 1 of each ratio for k_min ≤ k ≤ k_max, the band's mean, min, max and the
+        ratio in each of its k-bins (`values`)."""
         sel = (self.k >= k_min) & (self.k <= k_max)
         out = {"k_min": k_min, "k_max": k_max, "bins": int(sel.sum())}
         for name in ("p0_real_ratio", "p0_redshift_ratio", "p2_over_p0_ratio"):
             r = getattr(self, name)[sel]
             out[name] = {"max_dev": float(np.max(np.abs(r - 1))), "mean": float(np.mean(r)),
-                         "min": float(np.min(r)), "max": float(np.max(r))}
+                         "min": float(np.min(r)), "max": float(np.max(r)), "values": r.tolist()}
         return out
 
 

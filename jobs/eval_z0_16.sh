@@ -2,9 +2,12 @@
 # Evaluation of a 16-box model made by jobs/train_z0_16.sh (the model card's figures), at z = 0 or Z = 0.5 / 1:
 #   [Z=…] bash jobs/eval_z0_16.sh validation [RUNDIR]   seed 201: the shipped bundle of that z vs the new one,
 #                                                       the shipping rule's inputs
-#   [Z=…] bash jobs/eval_z0_16.sh heldout [RUNDIR]      seeds 9001/9002, once, with the shipped bundle of that z
+#   [Z=…] [SEEDS="9101 9102"] bash jobs/eval_z0_16.sh heldout [RUNDIR]
+#                                                       seeds 9001/9002 (or SEEDS), once, with the shipped bundle of that z
 #                                                       (--model default): painted-field statistics, per-bin
 #                                                       realizations, RSD multipoles vs FoF
+#   [Z=…] [MODEL=B.pt] bash jobs/eval_z0_16.sh rsdval [RUNDIR]  seed 201: the catalogues' multipoles vs FoF,
+#                                                       the shipped law against MODEL (default RUNDIR's bundle)
 #   bash jobs/eval_z0_16.sh extras [RUNDIR]             z = 0: Ω_m variants and the bispectrum table (after heldout)
 # RUNDIR defaults to runs/z016 (z = 0), runs/z0.5-16, runs/z1-16; the N-body and 2LPT boxes are read from $DATA
 # (default runs/v2), made by `halopaint simulate --grid 64 --box 256 --seed S --redshift Z [--omega-m X]
@@ -13,7 +16,7 @@
 # 7fe99ab, the 3-box models).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-what="${1:?validation | heldout | extras}"
+what="${1:?validation | heldout | rsdval | extras}"
 z="${Z:-0}"
 case "$z" in
     0) tag=z016; shipped=engine/data/default_model.pt; old_commit=d28a4ad ;;
@@ -38,21 +41,38 @@ ev old old_model.pt
 ev new default_model.pt
 }
 heldout() {
-for s in 9001 9002; do
+seeds="${SEEDS:-9001 9002}"
+for s in $seeds; do
   truth=$V/sim-z$z-$s.h5
   rm -rf ho-painted-$s.h5 ho-painted-$s.h5.parts spec-ho-$s
   halopaint paint -q --model default --density $truth --out ho-painted-$s.h5
   halopaint spectra ho-painted-$s.h5 --reference $truth --density $truth --out spec-ho-$s --thetas 0 --no-figures --quiet
   python "$summary" spec-ho-$s --label "seed $s " --painted ho-painted-$s.h5 --truth $truth
 done
-python "$root"/jobs/bench/per_bin_realizations.py --truth $V/sim-z$z-9001.h5 $V/sim-z$z-9002.h5 --json perbin-heldout.json > perbin-heldout.txt 2>&1
-for s in 9002 9001; do
+python "$root"/jobs/bench/per_bin_realizations.py --truth $(for s in $seeds; do printf "$V/sim-z$z-$s.h5 "; done) --json perbin-heldout.json > perbin-heldout.txt 2>&1
+for s in $seeds; do
   lpt=$V/lpt-z$z-$s.h5
   [ -f $lpt ] || halopaint simulate --quiet --grid 64 --box 256 --seed $s --redshift $z --lpt-only --out $lpt
   for r in 0 1; do
     halopaint sample -q ho-painted-$s.h5 --out ho-sampled-$s-r$r.h5 --force --seed $r --model default --density $lpt --catalogue
     python "$root"/jobs/bench/sample_catalogue.py --sampled ho-sampled-$s-r$r.h5 --truth $V/sim-z$z-$s.h5 --multipoles-grid 128 --figures fig-rsd-$s-r$r --json rsd-$s-r$r.json > rsd-$s-r$r.txt 2>&1
   done
+done
+python "$root"/jobs/bench/rsd_cells.py $(for s in $seeds; do printf "rsd-$s-r0.json rsd-$s-r1.json "; done) | tee rsd-cells.txt
+}
+rsdval() {  # the catalogues' multipoles on validation seed 201: the shipped law vs MODEL (default: RUNDIR's bundle)
+val=$V/sim-z$z-201.h5
+lpt=$V/lpt-z$z-201.h5
+[ -f $lpt ] || halopaint simulate --quiet --grid 64 --box 256 --seed 201 --redshift $z --lpt-only --out $lpt
+rm -rf val-painted.h5 val-painted.h5.parts
+halopaint paint -q --model default --density $val --out val-painted.h5
+for name in shipped new; do
+  model=$root/$shipped; [ $name = new ] && model="${MODEL:-$run/default_model.pt}"
+  for r in 0 1; do
+    halopaint sample -q val-painted.h5 --out val-sampled-$name-r$r.h5 --force --seed $r --model "$model" --density $lpt --catalogue
+    python "$root"/jobs/bench/sample_catalogue.py --sampled val-sampled-$name-r$r.h5 --truth $val --multipoles-grid 128 --json val-rsd-$name-r$r.json > val-rsd-$name-r$r.txt 2>&1
+  done
+  python "$root"/jobs/bench/rsd_cells.py val-rsd-$name-r0.json val-rsd-$name-r1.json | tee val-rsd-$name.txt
 done
 }
 extras() {
