@@ -358,7 +358,10 @@ def test_count_model_round_trips_and_old_bundles_still_load(tmp_path):
 
 def test_shipped_bundle_has_a_fitted_count_model():
     cm = ModelBundle.load("default").metadata.count_model
-    assert cm is not None and cm.n_bins == 4 and all(-1 <= a[0] < 0 for a in cm.alpha)
+    assert cm is not None and cm.n_bins == 4 and all(-1 <= a < 0.2 for row in cm.alpha for a in row)
+    # the mean map where the law about μ over-predicts pairs (bins 0, 2, 3), kept in 16 Mpc/h cells
+    assert cm.mean_cell == 4 and [b for b in range(4) if cm.has_mean_map_in(b)] == cm.provenance["mean_map_bins"]
+    assert cm.provenance["mean_map_bins"] == [0, 2, 3]
     assert [d["seed"] for d in cm.provenance["data"]] == [*range(1, 16), 101]     # the 16 training boxes
     assert cm.velocity_dispersion is not None and all(50 < s < 300 for s in cm.velocity_dispersion)
     assert cm.velocity_bias is not None and all(0.9 < g < 1.5 for g in cm.velocity_bias)
