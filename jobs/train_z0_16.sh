@@ -57,6 +57,11 @@
 # k-cells outside the RSD bars (real- and redshift-space P0 within 15 %, P2/P0 within 25 %, 0.05–0.2 h/Mpc)
 # than the shipped law's. Held out: fresh seeds 9101/9102 (never simulated before this rule), once, whatever
 # they show; 9001/9002 are reported beside them but were seen by the where-needed law.
+# Outcome: replaces at z = 0 (validation (a) 17/20 = 17/20, sum |ln P(n ≥ 2) ratio| 0.52 < 1.08; (b) 0 k-cells
+# outside against 1); held out 9101/9102: 18/20 (previous law 19/20), bin 3's P(n ≥ 2) 2.46 → 1.28, RSD 24/24.
+# The same law and rule at z = 0.5 and z = 1 (fixed 2026-12-07 before those fits): fitted on each z's training
+# boxes of its shipped bundle (z = 0.5: the 16 boxes; z = 1: seeds 1, 2, 101), judged on validation 201 at that
+# z against the shipped law of that z; held out on fresh seeds 9101/9102 at that z, once.
 # Longer z = 1 rule, fixed 2026-12-07 before the run (after the 800-step z = 1 bundle's validation look, which
 # is why it exists): the z = 1 run continued to ADV_STEPS=1600 from its 800-step checkpoints, nothing else
 # changed (`cp -r runs/z1-16 runs/z1-16-1600; Z=1 ADV_STEPS=1600 bash jobs/train_z0_16.sh runs/z1-16-1600`),
