@@ -127,8 +127,9 @@ class CountModel:
 
     mean_mu[b], mean_n[b] (optional; None: E[n | μ] = μ in every bin, as in older bundles; two empty lists:
     E[n | μ] = μ in bin b alone): the knots of a monotone mean map m_b(μ) = E[n | μ], learned on training
-    boxes (halopaint.sample.fit_mean_map: isotonic regression of the true counts on the painted means). With it the law is about m instead of μ: E[n | μ] = m_b(μ),
-    Var[n | μ] = m + α_b(μ)·m² (α's ranges stay indexed by the painted μ). m_b is linear between the knots
+    boxes (halopaint.sample.fit_mean_map: isotonic regression of the true counts on the painted means).
+    With it the law is about m instead of μ: E[n | μ] = m_b(μ), Var[n | μ] = m + α_b(μ)·m² (α's ranges
+    stay indexed by the painted μ). m_b is linear between the knots
     (mean_mu[b] increasing, mean_n[b] non-decreasing, both > 0), proportional to μ below the first knot
     (m(0) = 0) and flat above the last. The painted field itself is unchanged: it is the generator's output,
     whose statistics match the N-body field's (the paper's claim); m is the count law's conditional mean.
@@ -474,7 +475,8 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
 def _merged_mean_cell(models: list[CountModel]) -> int | None:
     cells = {m.mean_cell for m in models if m.has_mean_map}
     if len(cells) > 1:
-        raise ValueError(f"count models with mean maps in cells of different sizes cannot merge: {sorted(cells, key=str)}")
+        raise ValueError("count models with mean maps in cells of different sizes cannot merge: "
+                         f"{sorted(cells, key=str)}")
     return cells.pop() if cells else None
 
 

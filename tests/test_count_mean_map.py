@@ -7,6 +7,7 @@ and the rule that maps only the bins whose truth is narrower than any law about 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -157,3 +158,16 @@ def test_a_block_read_through_cell_aligned_draws_what_the_whole_box_draws():
     for a, b in ((0, 3), (3, 9), (9, 16), (5, 6)):
         lo, hi = cell_aligned(a, b, cm, 16)
         np.testing.assert_array_equal(sample_counts(mu[:, lo:hi], 6, cm, x0=lo)[:, a - lo:b - lo], whole[:, a:b])
+
+
+def test_cells_that_do_not_tile_the_grid_or_differ_between_parts_are_refused(tmp_path):
+    from halopaint.sample import SampleConfig, SampleError, sample
+    from test_sample import expected_field, write_painted
+    cm = CountModel(alpha=[[-0.3]] * 3, mu_breaks=[[]] * 3, mean_mu=[KNOTS, [], KNOTS], mean_n=[VALUES, [], VALUES],
+                    mean_cell=4)
+    painted = write_painted(tmp_path / "p.h5", expected_field(3, 10, seed=1), cm)
+    with pytest.raises(SampleError, match="cells of 4 voxels, which do not tile the 10-voxel grid"):
+        sample(SampleConfig(painted=painted, out=str(tmp_path / "r.h5"), seed=0))
+    assert not (tmp_path / "r.h5").exists()
+    with pytest.raises(ValueError, match="cells of different sizes"):
+        merge_count_models([law(), replace(law(), mean_cell=2)])
