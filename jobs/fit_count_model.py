@@ -2,7 +2,7 @@
 """Fit a bundle's count model (the law `halopaint sample` draws integer halos from) on N-body training boxes.
 
     python jobs/fit_count_model.py BUNDLE.pt --boxes a.h5 b.h5 … --out NEW.pt [--mu-ranges auto|K]
-        [--mean-map none|isotonic] [--velocity-law infall|field]
+        [--mean-map none|isotonic|where-needed] [--mean-cell C] [--velocity-law infall|field]
 
 Paints every box whole (periodic) with the bundle and fits, per mass bin, the law of the true counts n given
 the painted mean μ: Var[n | μ] = m + α(μ)·m² (halopaint.sample.fit_count_law: 1 + α = Σ n(n−1) / Σ m²,
@@ -14,6 +14,9 @@ about μ cannot be as narrow as the truth — its expected Σ n(n−1) on the bo
 5 % (the narrowest integer law of mean μ still over-predicts pairs: halopaint.sample.expected_pair_moment).
 The mean map in every bin failed its shipping rule on the validation box (16/20 per-bin criteria against 17/20;
 docs/model-card.md): it lowers the large-scale bias of the bins whose law is feasible without it.
+`--mean-cell C` rescales the mapped means inside every aligned cell of C³ voxels to the cell's painted total
+(halopaint.sample.law_means), so the map moves halos only within a cell and the large-scale field stays the
+painted one; the shipped z = 0 law is `--mean-map where-needed --mean-cell 4`.
 `--mu-ranges auto` chooses K in {1, 2, 4} by leave-one-box-out cross-validation on the given boxes (score:
 mean over bins of log²(variance ratio) + log²(P(n ≥ 2) ratio) of a realization of the left-out box), a rule
 fixed before any held-out box is looked at. Also fits the catalogue's mass function (dn/dlnM ∝ M^−β per bin,
@@ -190,12 +193,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     command = " ".join(["python jobs/fit_count_model.py", *(argv if argv is not None else sys.argv[1:])])
     try:
+        if args.mean_cell is not None and (args.mean_cell < 1 or args.mean_map == "none"):
+            raise HalopaintError("--mean-cell needs a positive cell size and a --mean-map")
         bundle = ModelBundle.load(args.bundle)
         edges = np.asarray(bundle.metadata.mass_bin_edges)
         n_bins = bundle.n_bins
         boxes = load_boxes(bundle, args.boxes)
-        if args.mean_cell is not None and (args.mean_cell < 1 or args.mean_map == "none"):
-            raise HalopaintError("--mean-cell needs a positive cell size and a --mean-map")
         law, chosen = choose_law(boxes, n_bins, args.mu_ranges, args.mean_map, args.mean_cell)
         slopes = None
         if all(x["mass"] is not None for x in boxes):
