@@ -62,6 +62,9 @@
 # The same law and rule at z = 0.5 and z = 1 (fixed 2026-12-07 before those fits): fitted on each z's training
 # boxes of its shipped bundle (z = 0.5: the 16 boxes; z = 1: seeds 1, 2, 101), judged on validation 201 at that
 # z against the shipped law of that z; held out on fresh seeds 9101/9102 at that z, once.
+# Status (unfinished when the session ended): per-bin criteria on validation 201, z = 0.5 18/20 against 18/20
+# (P(n ≥ 2) in 2 bins against 2), z = 1 20/20 against 19/20; part (b) (rsdval) and the held-out look not run,
+# so neither is shipped (runs/pbmm/cm-cell-z0.5.pt, cm-cell-z1.pt).
 # Longer z = 1 rule, fixed 2026-12-07 before the run (after the 800-step z = 1 bundle's validation look, which
 # is why it exists): the z = 1 run continued to ADV_STEPS=1600 from its 800-step checkpoints, nothing else
 # changed (`cp -r runs/z1-16 runs/z1-16-1600; Z=1 ADV_STEPS=1600 bash jobs/train_z0_16.sh runs/z1-16-1600`),
