@@ -15,6 +15,7 @@ import numpy as np
 
 from halopaint.model import CountModel
 from halopaint.sample.counts import STREAM_CATALOGUE, plane_rng
+from halopaint.sim.grids import cic_corners
 
 CATALOGUE_COLUMNS = {"pos": (np.float32, 3), "vel": (np.float32, 3), "mass": (np.float64, 0),
                      "mass_bin": (np.int16, 0)}
@@ -73,25 +74,17 @@ def slab_rows(field: np.ndarray) -> np.ndarray:
 
 
 def rows_cic_readout(rows: np.ndarray, n: int, first_plane: int, pos: np.ndarray, box_size: float) -> np.ndarray:
-    """slab_cic_readout on a slab already laid out by slab_rows: rows (nx·N·N, c), N = n. → (m, c) float64."""
-    nx = rows.shape[0] // (n * n)
-    u = np.asarray(pos, np.float64).reshape(-1, 3).T * (n / box_size) - 0.5    # (3, m) in voxel units
-    base = np.floor(u)
-    frac = u - base
-    i0 = base.astype(np.int64)
-    lx = (i0[0] - first_plane) % n                     # x-planes relative to the slab, the others periodic
-    planes = (lx, (lx + 1) % n)
-    if (np.maximum(*planes) >= nx).any():
+    """slab_cic_readout on a slab already laid out by slab_rows: rows (nx·N·N, c), N = n. → (m, c) float64.
+
+    x is shifted to the slab's first plane, so sim.grids.cic_corners' flat indices are the rows' own."""
+    local = np.array(pos, np.float64).reshape(-1, 3)
+    local[:, 0] = np.mod(local[:, 0] - first_plane * (box_size / n), box_size)
+    corners = cic_corners(local, n, box_size)
+    if max(int(index.max(initial=0)) for index, _ in corners) >= rows.shape[0]:
         raise ValueError("slab_cic_readout: a position needs a plane outside the given slab")
-    y, z = i0[1] % n, i0[2] % n
-    offset = [(planes[0] * (n * n), planes[1] * (n * n)), (y * n, (y + 1) % n * n), (z, (z + 1) % n)]
-    weight = [(1.0 - frac[d], frac[d]) for d in range(3)]
-    out = np.zeros((u.shape[1], rows.shape[1]), np.float64)
-    for cx in (0, 1):
-        for cy in (0, 1):
-            oxy, wxy = offset[0][cx] + offset[1][cy], weight[0][cx] * weight[1][cy]
-            for cz in (0, 1):
-                out += rows[oxy + offset[2][cz]] * (wxy * weight[2][cz])[:, None]
+    out = np.zeros((len(local), rows.shape[1]), np.float64)
+    for index, weight in corners:
+        out += rows[index] * weight[:, None]
     return out
 
 
