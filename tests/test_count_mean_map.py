@@ -87,7 +87,7 @@ def test_fit_recovers_a_known_mean_map_and_the_law_around_it():
     fitted = CountModel(alpha=[[0.0]], mu_breaks=[[]], mean_mu=[xs], mean_n=[ys])
     np.testing.assert_allclose(fitted.mean_of(0, probe), truth_law.mean_of(0, probe), atol=0.03)
     assert diag["mapped_total"] == pytest.approx(diag["true_total"], rel=0.01)
-    alpha, _, d = fit_count_law([mu[0]], [truth[0]], mean=lambda v: fitted.mean_of(0, v))
+    alpha, _, d = fit_count_law([mu[0]], [truth[0]], means=[fitted.mean_of(0, mu[0])])
     assert alpha[0] == pytest.approx(-0.3, abs=0.06) and d["mean_law"] == pytest.approx(truth[0].mean(), rel=0.01)
 
 

@@ -219,22 +219,18 @@ def fit_mean_map(painted: list[np.ndarray], true: list[np.ndarray], knots: int =
 
 
 def fit_count_law(painted: list[np.ndarray], true: list[np.ndarray], mu_ranges: int = 1,
-                  mean=None, means: list[np.ndarray] | None = None) -> tuple[list[float], list[float], dict]:
+                  means: list[np.ndarray] | None = None) -> tuple[list[float], list[float], dict]:
     """α(μ) of one mass bin from pairs of painted means and true counts (same boxes, same voxels).
 
-    painted, true: lists of arrays of equal shapes (counts per voxel). mean: the law's E[n | μ] as a
-    function of μ (CountModel.mean_of of this bin; None: μ itself); means: the law's E[n | μ] given per array
-    instead (law_means, when a mean in cells is not a function of μ alone). With K = mu_ranges, the μ axis is cut
+    painted, true: lists of arrays of equal shapes (counts per voxel). means: the law's E[n | μ] per array
+    (law_means of this bin; None: μ itself). With K = mu_ranges, the μ axis is cut
     at the quantiles of the m²-weight (each range carries the same share of Σm², m = mean(μ)); in range j
     1 + α_j = Σ n(n−1) / Σ m², the second factorial moment of the truth over that of the law — so the
     realization's count variance equals the truth's on the fitted data (when Σm = Σn). α ≥ −1.
     → (alpha (K,), interior breaks in μ (K−1,), diagnostics).
     """
     mu, n = _pairs(painted, true)
-    if means is not None:
-        m = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in means])
-    else:
-        m = mu if mean is None else mean(mu)
+    m = mu if means is None else np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in means])
     w = m**2
     if w.sum() <= 0:
         raise ValueError("the painted field is zero everywhere: nothing to fit")
