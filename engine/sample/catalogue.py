@@ -76,14 +76,17 @@ def slab_rows(field: np.ndarray) -> np.ndarray:
 def rows_cic_readout(rows: np.ndarray, n: int, first_plane: int, pos: np.ndarray, box_size: float) -> np.ndarray:
     """slab_cic_readout on a slab already laid out by slab_rows: rows (nx·N·N, c), N = n. → (m, c) float64.
 
-    x is shifted to the slab's first plane, so sim.grids.cic_corners' flat indices are the rows' own."""
-    local = np.array(pos, np.float64).reshape(-1, 3)
-    local[:, 0] = np.mod(local[:, 0] - first_plane * (box_size / n), box_size)
-    corners = cic_corners(local, n, box_size)
-    if max(int(index.max(initial=0)) for index, _ in corners) >= rows.shape[0]:
-        raise ValueError("slab_cic_readout: a position needs a plane outside the given slab")
-    out = np.zeros((len(local), rows.shape[1]), np.float64)
+    sim.grids.cic_corners' global flat indices are moved to the slab's rows by an integer shift of x-planes
+    (mod N³). Shifting the positions instead would round differently on every slab, and the readout of a
+    halo must not depend on which rank holds it."""
+    pos = np.asarray(pos, np.float64).reshape(-1, 3)
+    corners = cic_corners(pos, n, box_size)
+    shift, volume = first_plane * n * n, n ** 3
+    out = np.zeros((len(pos), rows.shape[1]), np.float64)
     for index, weight in corners:
+        index = (index - shift) % volume
+        if index.size and int(index.max()) >= rows.shape[0]:
+            raise ValueError("slab_cic_readout: a position needs a plane outside the given slab")
         out += rows[index] * weight[:, None]
     return out
 
