@@ -8,7 +8,10 @@
 #                                                       realizations, RSD multipoles vs FoF
 #   [Z=…] [MODEL=B.pt] bash jobs/eval_z0_16.sh rsdval [RUNDIR]  seed 201: the catalogues' multipoles vs FoF,
 #                                                       the shipped law against MODEL (default RUNDIR's bundle)
-#   bash jobs/eval_z0_16.sh extras [RUNDIR]             z = 0: Ω_m variants and the bispectrum table (after heldout)
+#   [Z=…] [SEEDS="9101 9102"] bash jobs/eval_z0_16.sh bispec [RUNDIR]
+#                                                       the bispectrum bar on SEEDS × 2 realizations of the
+#                                                       shipped bundle, pooled (jobs/bench/bispectrum_table.py)
+#   bash jobs/eval_z0_16.sh extras [RUNDIR]             z = 0: Ω_m variants and the bispectrum of 9002 r0 (after heldout)
 # RUNDIR defaults to runs/z016 (z = 0), runs/z0.5-16, runs/z1-16; the N-body and 2LPT boxes are read from $DATA
 # (default runs/v2), made by `halopaint simulate --grid 64 --box 256 --seed S --redshift Z [--omega-m X]
 # [--lpt-only]` (see docs/model-card.md); heldout makes the --lpt-only boxes it lacks.
@@ -16,7 +19,7 @@
 # 7fe99ab, the 3-box models).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-what="${1:?validation | heldout | rsdval | extras}"
+what="${1:?validation | heldout | rsdval | bispec | extras}"
 z="${Z:-0}"
 case "$z" in
     0) tag=z016; shipped=engine/data/default_model.pt; old_commit=d28a4ad ;;
@@ -74,6 +77,21 @@ for name in shipped new; do
   done
   python "$root"/jobs/bench/rsd_cells.py val-rsd-$name-r0.json val-rsd-$name-r1.json | tee val-rsd-$name.txt
 done
+}
+bispec() {
+seeds="${SEEDS:-9001 9002}"
+dirs=()
+for s in $seeds; do
+  truth=$V/sim-z$z-$s.h5
+  [ -f ho-painted-$s.h5 ] || halopaint paint -q --model default --density $truth --out ho-painted-$s.h5
+  for r in 0 1; do
+    halopaint sample -q ho-painted-$s.h5 --out bs-sampled-$s-r$r.h5 --force --seed $r --model default
+    rm -rf bispec-$s-r$r
+    halopaint spectra bs-sampled-$s-r$r.h5 --reference $truth --density $truth --bispectrum 0.2,0.3 --bispectrum 0.6,0.7 --thetas 12 --format json --out bispec-$s-r$r --no-figures --quiet
+    dirs+=(bispec-$s-r$r)
+  done
+done
+python "$root"/jobs/bench/bispectrum_table.py "${dirs[@]}" --json bispec-pooled.json | tee bispec-pooled.txt
 }
 extras() {
 [ "$z" = 0 ] || { echo "extras: z = 0 only" >&2; exit 2; }
