@@ -370,6 +370,16 @@ def test_shipped_bundle_has_a_fitted_count_model():
     assert cm.has_infall and all(50 < g < 200 for g in cm.velocity_infall)
 
 
+def test_shipped_z1_bundle_keeps_its_mean_map_in_cells():
+    """The z = 1 law (shipped 2026-12-07 under the cell-law rule): the mean map in bins 2 and 3 only, fitted
+    on the 3 training boxes of its generators."""
+    from halopaint.model import shipped_models
+    cm = ModelBundle.load(shipped_models()[1.0]).metadata.count_model
+    assert cm.mean_cell == 4 and cm.provenance["mean_map_bins"] == [2, 3]
+    assert [b for b in range(4) if cm.has_mean_map_in(b)] == [2, 3]
+    assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]
+
+
 # -------------------------------------------------------------------------------------- the driver
 
 def test_driver_writes_an_integer_realization_with_attrs(tmp_path):
