@@ -370,14 +370,15 @@ def test_shipped_bundle_has_a_fitted_count_model():
     assert cm.has_infall and all(50 < g < 200 for g in cm.velocity_infall)
 
 
-def test_shipped_z1_bundle_keeps_its_mean_map_in_cells():
-    """The z = 1 law (shipped 2026-12-07 under the cell-law rule): the mean map in bins 2 and 3 only, fitted
-    on the 3 training boxes of its generators."""
+@pytest.mark.parametrize("z, bins, seeds", [(0.5, [0, 1, 2, 3], [*range(1, 16), 101]), (1.0, [2, 3], [1, 2, 101])])
+def test_shipped_z_bundles_keep_their_mean_maps_in_cells(z, bins, seeds):
+    """The z = 0.5 and 1 laws (shipped 2026-12-07 under the cell-law rule): the mean map in the bins the
+    where-needed rule picked, fitted on the training boxes of each z's generators."""
     from halopaint.model import shipped_models
-    cm = ModelBundle.load(shipped_models()[1.0]).metadata.count_model
-    assert cm.mean_cell == 4 and cm.provenance["mean_map_bins"] == [2, 3]
-    assert [b for b in range(4) if cm.has_mean_map_in(b)] == [2, 3]
-    assert [d["seed"] for d in cm.provenance["data"]] == [1, 2, 101]
+    cm = ModelBundle.load(shipped_models()[z]).metadata.count_model
+    assert cm.mean_cell == 4 and cm.provenance["mean_map_bins"] == bins
+    assert [b for b in range(4) if cm.has_mean_map_in(b)] == bins
+    assert [d["seed"] for d in cm.provenance["data"]] == seeds
 
 
 # -------------------------------------------------------------------------------------- the driver
