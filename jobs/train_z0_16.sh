@@ -62,9 +62,12 @@
 # The same law and rule at z = 0.5 and z = 1 (fixed 2026-12-07 before those fits): fitted on each z's training
 # boxes of its shipped bundle (z = 0.5: the 16 boxes; z = 1: seeds 1, 2, 101), judged on validation 201 at that
 # z against the shipped law of that z; held out on fresh seeds 9101/9102 at that z, once.
-# Status (unfinished when the session ended): per-bin criteria on validation 201, z = 0.5 18/20 against 18/20
-# (P(n ≥ 2) in 2 bins against 2), z = 1 20/20 against 19/20; part (b) (rsdval) and the held-out look not run,
-# so neither is shipped (runs/pbmm/cm-cell-z0.5.pt, cm-cell-z1.pt).
+# Outcome (2026-12-07, rerun from scratch on regenerated boxes): validation 201 (a) z = 0.5 18/20 against 18/20,
+# P(n ≥ 2) in 3 bins against 2 (sum |ln ratio| 0.84 against 1.77); z = 1 20/20 against 19/20, P(n ≥ 2) in 4
+# bins against 3; (b) RSD k-cells outside: z = 0.5 0 against 0, z = 1 2 against 3. Both replace the shipped
+# laws (engine/data/default_model_z0.5.pt, default_model_z1.0.pt). Held out once on fresh 9101/9102: 19/20 at
+# both z (previous laws 18/20, 19/20), bin 3's P(n ≥ 2) 2.38 (4.17) and 1.44 (1.83); RSD z = 0.5 24/24, z = 1
+# 23/24 per P0 statistic (previous law the same).
 # Longer z = 1 rule, fixed 2026-12-07 before the run (after the 800-step z = 1 bundle's validation look, which
 # is why it exists): the z = 1 run continued to ADV_STEPS=1600 from its 800-step checkpoints, nothing else
 # changed (`cp -r runs/z1-16 runs/z1-16-1600; Z=1 ADV_STEPS=1600 bash jobs/train_z0_16.sh runs/z1-16-1600`),
