@@ -8,6 +8,11 @@
 #                                                       realizations, RSD multipoles vs FoF
 #   [Z=…] [MODEL=B.pt] bash jobs/eval_z0_16.sh rsdval [RUNDIR]  seed 201: the catalogues' multipoles vs FoF,
 #                                                       the shipped law against MODEL (default RUNDIR's bundle)
+#   [Z=…] [SEEDS="9101 9102"] MODEL=B.pt bash jobs/eval_z0_16.sh lawcompare [RUNDIR]
+#                                                       after heldout: the per-bin realizations and the
+#                                                       catalogues' RSD cells of the count law of MODEL (e.g. the
+#                                                       law shipped before, `git show REV:engine/data/…`) on the
+#                                                       same painted held-out boxes, files *-law.*
 #   [Z=…] [SEEDS="9101 9102"] bash jobs/eval_z0_16.sh bispec [RUNDIR]
 #                                                       the bispectrum bar on SEEDS × 2 realizations of the
 #                                                       shipped bundle, pooled (jobs/bench/bispectrum_table.py)
@@ -19,7 +24,7 @@
 # 7fe99ab, the 3-box models).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-what="${1:?validation | heldout | rsdval | bispec | extras}"
+what="${1:?validation | heldout | rsdval | lawcompare | bispec | extras}"
 z="${Z:-0}"
 case "$z" in
     0) tag=z016; shipped=engine/data/default_model.pt; old_commit=d28a4ad ;;
@@ -27,6 +32,7 @@ case "$z" in
     *) echo "eval_z0_16.sh: Z must be 0, 0.5 or 1, got $z" >&2; exit 2 ;;
 esac
 run="$(cd "${2:-$root/runs/$tag}" && pwd)"
+[ -z "${MODEL:-}" ] || MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"   # before the cd below
 V="$(cd "${DATA:-$root/runs/v2}" && pwd)"
 summary="$root/jobs/bench/painted_summary.py"
 export OMP_NUM_THREADS=1
@@ -77,6 +83,18 @@ for name in shipped new; do
   done
   python "$root"/jobs/bench/rsd_cells.py val-rsd-$name-r0.json val-rsd-$name-r1.json | tee val-rsd-$name.txt
 done
+}
+lawcompare() {
+seeds="${SEEDS:-9001 9002}"
+model="${MODEL:?lawcompare needs MODEL=bundle.pt}"
+python "$root"/jobs/bench/per_bin_realizations.py --truth $(for s in $seeds; do printf "$V/sim-z$z-$s.h5 "; done) --model "$model" --json perbin-law.json > perbin-law.txt 2>&1
+for s in $seeds; do
+  for r in 0 1; do
+    halopaint sample -q ho-painted-$s.h5 --out law-sampled-$s-r$r.h5 --force --seed $r --model "$model" --density $V/lpt-z$z-$s.h5 --catalogue
+    python "$root"/jobs/bench/sample_catalogue.py --sampled law-sampled-$s-r$r.h5 --truth $V/sim-z$z-$s.h5 --multipoles-grid 128 --json rsd-law-$s-r$r.json > rsd-law-$s-r$r.txt 2>&1
+  done
+done
+python "$root"/jobs/bench/rsd_cells.py $(for s in $seeds; do printf "rsd-law-$s-r0.json rsd-law-$s-r1.json "; done) | tee rsd-cells-law.txt
 }
 bispec() {
 seeds="${SEEDS:-9001 9002}"
