@@ -6,7 +6,10 @@
     (on a cluster: jobs/lightcone_production.sbatch, which passes --launcher srun)
 
 Steps, each under the launcher (`mpiexec -n RANKS` by default, `srun` on Slurm), each skipped when its
-outputs are already complete (rerun to resume after a failure):
+outputs are already complete and still current (rerun to resume after a failure): a painted file is redone
+when the shipped bundle of its z is no longer the one it records (`model_metadata`: generators and count
+law, which `sample` draws from), and every step after a step that ran is redone where it reads that step's
+outputs:
   1. simulate --lpt-only at every redshift from one set of ICs → dens_z{z}.h5 (/density, /velocity)
   2. paint --model default (the shipped model nearest each z)   → painted_z{z}.h5
   3. sample --density --catalogue (integer halos, count model)  → sampled_z{z}.h5
@@ -31,6 +34,7 @@ import numpy as np
 
 from halopaint.config import LightconeConfig
 from halopaint.lightcone.summary import lightcone_summary
+from halopaint.model import ModelBundle, resolve_model_path
 
 CATALOGUE_BYTES_PER_HALO = 126     # per halo of the plane block in hand: 58 B of columns, twice while
                                    # concatenated, + lists; rows are written to the part file block by block
@@ -82,6 +86,16 @@ def _complete(path: Path) -> bool:
     return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
+def _stale_model(painted: Path, z: float) -> str | None:
+    """Why a complete painted file is no longer current: the shipped bundle nearest z (what `paint --model
+    default` would use) has other metadata — generators' provenance or count law — than the file records.
+    None when it matches."""
+    current = ModelBundle.load(resolve_model_path("default", z)).metadata.to_json()
+    with h5py.File(painted, "r") as f:
+        recorded = f.attrs.get("model_metadata")
+    return None if recorded == current else "painted with another bundle than the shipped one of its z"
+
+
 def _ztag(z: float) -> str:
     return f"{z:g}"
 
@@ -103,23 +117,37 @@ def plan(args) -> list[dict]:
                           "--redshift", zs, "--dry-run", "--ranks", str(args.ranks), "--max-memory", args.max_memory,
                           "--out", str(d / "dens_z{z}.h5")]}]
     for z in args.redshifts:
-        steps.append({"name": f"paint z={_ztag(z)}", "outputs": [painted[z]],
+        steps.append({"name": f"paint z={_ztag(z)}", "outputs": [painted[z]], "inputs": [dens[z]], "redshift": z,
                       "command": [*hp, "paint", "--quiet", "--model", "default", "--density", str(dens[z]),
                                   "--max-memory", args.max_memory, "--out", str(painted[z])],
                       "dry_run": [*hp, "paint", "--dry-run", "--grid", str(args.grid), "--ranks", str(args.ranks),
                                   "--max-memory", args.max_memory, "--model", "default", "--out", str(painted[z])]})
     for z in args.redshifts:
-        steps.append({"name": f"sample z={_ztag(z)}", "outputs": [sampled[z]],
+        steps.append({"name": f"sample z={_ztag(z)}", "outputs": [sampled[z]], "inputs": [painted[z], dens[z]],
+                      "redo_flags": ["--force"],          # sample refuses to replace a complete output without it
                       "command": [*hp, "sample", "--quiet", str(painted[z]), "--seed", str(args.sample_seed),
                                   "--density", str(dens[z]), "--catalogue", "--out", str(sampled[z])]})
     lc = d / "lc.h5"
-    steps.append({"name": "lightcone", "outputs": [lc],
+    steps.append({"name": "lightcone", "outputs": [lc], "inputs": [*sampled.values(), *dens.values()],
                   "command": [*hp, "lightcone", "--quiet", *map(str, sampled.values()), "--density",
                               *map(str, dens.values()), "--out", str(lc), "--z-min", str(args.z_min), "--z-max",
                               str(args.z_max), "--shells", str(args.shells), "--nside", str(args.nside),
                               "--observer", *map(str, observer), "--catalogue", "--seed", str(args.sample_seed),
                               "--fits"]})
     return steps
+
+
+def _redo_reason(step: dict, written: set) -> str | None:
+    """None: the step's outputs are complete and current, skip it; "" : they are missing or incomplete;
+    otherwise why complete outputs must be redone (an input rewritten in this run, a stale model)."""
+    if not all(_complete(p) for p in step["outputs"]):
+        return ""
+    rewritten = [str(p) for p in step.get("inputs", []) if p in written]
+    if rewritten:
+        return "its input was rewritten in this run (" + ", ".join(rewritten) + ")"
+    if "redshift" in step:
+        return _stale_model(step["outputs"][0], step["redshift"])
+    return None
 
 
 def map_memory_bytes(args) -> int:
@@ -149,19 +177,25 @@ def main(argv=None) -> int:
               f"and input slabs (measured: 1.59e8 halos, 128³, 2 ranks: 1.3 GB peak per rank, 9.9 GB before rows were streamed)")
         return 0
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    timings = {}
+    timings, written = {}, set()
     for step in steps:
-        if all(_complete(p) for p in step["outputs"]):
+        why = _redo_reason(step, written)
+        if why is None:
             print(f"[{step['name']}] complete, skipped", file=sys.stderr)
             continue
+        command = step["command"]
+        if why:
+            print(f"[{step['name']}] redone: {why}", file=sys.stderr)
+            command = [*command, *step.get("redo_flags", [])]
         t0 = time.perf_counter()
-        print(f"[{step['name']}] {shlex.join([*launch, *step['command']])}", file=sys.stderr, flush=True)
-        proc = subprocess.run([*launch, *step["command"]])
+        print(f"[{step['name']}] {shlex.join([*launch, *command])}", file=sys.stderr, flush=True)
+        proc = subprocess.run([*launch, *command])
         if proc.returncode != 0:
             print(f"lightcone_production: error: step '{step['name']}' failed (exit {proc.returncode}); "
                   "rerun the same command to resume", file=sys.stderr)
             return proc.returncode
         timings[step["name"]] = round(time.perf_counter() - t0, 1)
+        written.update(step["outputs"])
     report = lightcone_summary(Path(args.out_dir) / "lc.h5")
     print(json.dumps({**report, "seconds": timings}, indent=1))
     return 0
