@@ -37,6 +37,15 @@ V="$(cd "${DATA:-$root/runs/v2}" && pwd)"
 summary="$root/jobs/bench/painted_summary.py"
 export OMP_NUM_THREADS=1
 cd "$run"
+catalogues() {  # PAINTED MODEL LPT TRUTH SAMPLED JSON [FIG]: realizations 0 and 1 with catalogues → SAMPLED-rR.h5,
+                # their multipoles against TRUTH's FoF halos → JSON-rR.json/.txt (figures FIG-rR)
+  local r figs=()
+  for r in 0 1; do
+    [ -z "${7:-}" ] || figs=(--figures "$7-r$r")
+    halopaint sample -q "$1" --out "$5-r$r.h5" --force --seed $r --model "$2" --density "$3" --catalogue
+    python "$root"/jobs/bench/sample_catalogue.py --sampled "$5-r$r.h5" --truth "$4" --multipoles-grid 128 "${figs[@]}" --json "$6-r$r.json" > "$6-r$r.txt" 2>&1
+  done
+}
 validation() {
 [ -f old_model.pt ] || git -C "$root" show "${OLD_COMMIT:-$old_commit}:$shipped" > old_model.pt
 val=$V/sim-z$z-201.h5
@@ -62,10 +71,7 @@ python "$root"/jobs/bench/per_bin_realizations.py --truth $(for s in $seeds; do 
 for s in $seeds; do
   lpt=$V/lpt-z$z-$s.h5
   [ -f $lpt ] || halopaint simulate --quiet --grid 64 --box 256 --seed $s --redshift $z --lpt-only --out $lpt
-  for r in 0 1; do
-    halopaint sample -q ho-painted-$s.h5 --out ho-sampled-$s-r$r.h5 --force --seed $r --model default --density $lpt --catalogue
-    python "$root"/jobs/bench/sample_catalogue.py --sampled ho-sampled-$s-r$r.h5 --truth $V/sim-z$z-$s.h5 --multipoles-grid 128 --figures fig-rsd-$s-r$r --json rsd-$s-r$r.json > rsd-$s-r$r.txt 2>&1
-  done
+  catalogues ho-painted-$s.h5 default $lpt $V/sim-z$z-$s.h5 ho-sampled-$s rsd-$s fig-rsd-$s
 done
 python "$root"/jobs/bench/rsd_cells.py $(for s in $seeds; do printf "rsd-$s-r0.json rsd-$s-r1.json "; done) | tee rsd-cells.txt
 }
@@ -77,10 +83,7 @@ rm -rf val-painted.h5 val-painted.h5.parts
 halopaint paint -q --model default --density $val --out val-painted.h5
 for name in shipped new; do
   model=$root/$shipped; [ $name = new ] && model="${MODEL:-$run/default_model.pt}"
-  for r in 0 1; do
-    halopaint sample -q val-painted.h5 --out val-sampled-$name-r$r.h5 --force --seed $r --model "$model" --density $lpt --catalogue
-    python "$root"/jobs/bench/sample_catalogue.py --sampled val-sampled-$name-r$r.h5 --truth $val --multipoles-grid 128 --json val-rsd-$name-r$r.json > val-rsd-$name-r$r.txt 2>&1
-  done
+  catalogues val-painted.h5 "$model" $lpt $val val-sampled-$name val-rsd-$name
   python "$root"/jobs/bench/rsd_cells.py val-rsd-$name-r0.json val-rsd-$name-r1.json | tee val-rsd-$name.txt
 done
 }
@@ -89,10 +92,7 @@ seeds="${SEEDS:-9001 9002}"
 model="${MODEL:?lawcompare needs MODEL=bundle.pt}"
 python "$root"/jobs/bench/per_bin_realizations.py --truth $(for s in $seeds; do printf "$V/sim-z$z-$s.h5 "; done) --model "$model" --json perbin-law.json > perbin-law.txt 2>&1
 for s in $seeds; do
-  for r in 0 1; do
-    halopaint sample -q ho-painted-$s.h5 --out law-sampled-$s-r$r.h5 --force --seed $r --model "$model" --density $V/lpt-z$z-$s.h5 --catalogue
-    python "$root"/jobs/bench/sample_catalogue.py --sampled law-sampled-$s-r$r.h5 --truth $V/sim-z$z-$s.h5 --multipoles-grid 128 --json rsd-law-$s-r$r.json > rsd-law-$s-r$r.txt 2>&1
-  done
+  catalogues ho-painted-$s.h5 "$model" $V/lpt-z$z-$s.h5 $V/sim-z$z-$s.h5 law-sampled-$s rsd-law-$s
 done
 python "$root"/jobs/bench/rsd_cells.py $(for s in $seeds; do printf "rsd-law-$s-r0.json rsd-law-$s-r1.json "; done) | tee rsd-cells-law.txt
 }
