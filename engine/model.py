@@ -137,6 +137,11 @@ class CountModel:
     every aligned cell of c³ voxels (planes [c·i, c·i + c) on each axis) to the cell's painted total Σμ, so the
     map moves halos only between the voxels of one cell and the field on scales above c voxels stays the
     painted one (halopaint.sample.law_means).
+    exclusion[b][a] = q_ab (optional; None: bins are drawn independently given their means): the cross-bin
+    law. Bins are drawn heaviest first; bin b's mean in a voxel is multiplied by q_ab^(n_a) for every heavier
+    bin a > b drawn there (N-body halos of different masses exclude each other in a voxel), then rescaled
+    inside every aligned cell of mean_cell³ voxels to the cell's total before the factors
+    (halopaint.sample.exclusion_means); entries with a ≤ b are 1. Needs mean_cell.
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
     velocity_bias[b] = g_b, velocity_infall[b] = γ_b [km/s] and velocity_dispersion[b] = σ_b [km/s]: a
@@ -161,6 +166,7 @@ class CountModel:
     mean_mu: list[list[float]] | None = None
     mean_n: list[list[float]] | None = None
     mean_cell: int | None = None
+    exclusion: list[list[float]] | None = None
 
     def __post_init__(self):
         n = len(self.alpha)
@@ -194,6 +200,7 @@ class CountModel:
             raise ValueError("count model: mean_mu and mean_n come together (the knots of the mean map)")
         if self.mean_cell is not None and not (isinstance(self.mean_cell, int) and self.mean_cell >= 1):
             raise ValueError(f"count model: mean_cell must be a positive number of voxels, got {self.mean_cell!r}")
+        self._check_exclusion(n)
         if self.mean_mu is None:
             return
         if len(self.mean_mu) != n or len(self.mean_n) != n:
@@ -206,6 +213,19 @@ class CountModel:
             if any(x1 <= x0 for x0, x1 in zip(xs, xs[1:])) or any(y1 < y0 for y0, y1 in zip(ys, ys[1:])):
                 raise ValueError(f"count model bin {b}: the mean map must be monotone (knots increasing, "
                                  "values non-decreasing)")
+
+    def _check_exclusion(self, n: int) -> None:
+        q = self.exclusion
+        if q is None:
+            return
+        if len(q) != n or any(len(row) != n for row in q):
+            raise ValueError(f"count model: the exclusion matrix must be {n} × {n} (one row per mass bin)")
+        if not all(math.isfinite(x) and x > 0 for row in q for x in row):
+            raise ValueError("count model: exclusion factors must be finite and > 0")
+        if any(q[b][a] != 1.0 for b in range(n) for a in range(b + 1)):
+            raise ValueError("count model: exclusion[b][a] must be 1 for a ≤ b (only heavier bins act on a bin)")
+        if self.mean_cell is None:
+            raise ValueError("count model: an exclusion law needs mean_cell (the cells it keeps totals in)")
 
     @property
     def n_bins(self) -> int:
@@ -221,6 +241,18 @@ class CountModel:
     def has_mean_map(self) -> bool:
         """Whether E[n | μ] ≠ μ in some bin."""
         return self.mean_mu is not None and any(self.mean_mu)
+
+    @property
+    def cell(self) -> int | None:
+        """The cell size [voxels] a draw must see whole (mean map in cells or exclusion), or None."""
+        return self.mean_cell if (self.has_mean_map or self.exclusion is not None) else None
+
+    def exclusion_from(self, mass_bin: int) -> dict[int, float]:
+        """{heavier bin a: q_ab} acting on bin b (q ≠ 1 only); empty without a cross-bin law."""
+        if self.exclusion is None:
+            return {}
+        row = self.exclusion[mass_bin]
+        return {a: float(row[a]) for a in range(mass_bin + 1, self.n_bins) if row[a] != 1.0}
 
     def has_mean_map_in(self, mass_bin: int) -> bool:
         return self.mean_mu is not None and bool(self.mean_mu[mass_bin])
@@ -254,7 +286,9 @@ class CountModel:
                        mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
                        velocity_dispersion=pick(self.velocity_dispersion), velocity_bias=pick(self.velocity_bias),
                        velocity_infall=pick(self.velocity_infall), generator_sha256=pick(self.generator_sha256),
-                       mean_mu=pick(self.mean_mu), mean_n=pick(self.mean_n))
+                       mean_mu=pick(self.mean_mu), mean_n=pick(self.mean_n),
+                       exclusion=None if self.exclusion is None else [[self.exclusion[b][a] for a in bins]
+                                                                      for b in bins])
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -262,6 +296,8 @@ class CountModel:
             del d["mean_mu"], d["mean_n"]
         if self.mean_cell is None:
             del d["mean_cell"]
+        if self.exclusion is None:
+            del d["exclusion"]
         return d
 
     @classmethod
@@ -275,7 +311,8 @@ class CountModel:
                    provenance=dict(d.get("provenance", {})), law=str(d.get("law", "quadratic-variance")),
                    mean_mu=None if d.get("mean_mu") is None else [floats(m) for m in d["mean_mu"]],
                    mean_n=None if d.get("mean_n") is None else [floats(m) for m in d["mean_n"]],
-                   mean_cell=None if d.get("mean_cell") is None else int(d["mean_cell"]))
+                   mean_cell=None if d.get("mean_cell") is None else int(d["mean_cell"]),
+                   exclusion=None if d.get("exclusion") is None else [floats(r) for r in d["exclusion"]])
 
 
 @dataclass
@@ -325,6 +362,19 @@ class ModelBundle:
     spec: GeneratorSpec
     generators: list[dict[str, torch.Tensor]]
     metadata: BundleMetadata
+
+    def _check_exclusion(self, n: int) -> None:
+        q = self.exclusion
+        if q is None:
+            return
+        if len(q) != n or any(len(row) != n for row in q):
+            raise ValueError(f"count model: the exclusion matrix must be {n} × {n} (one row per mass bin)")
+        if not all(math.isfinite(x) and x > 0 for row in q for x in row):
+            raise ValueError("count model: exclusion factors must be finite and > 0")
+        if any(q[b][a] != 1.0 for b in range(n) for a in range(b + 1)):
+            raise ValueError("count model: exclusion[b][a] must be 1 for a ≤ b (only heavier bins act on a bin)")
+        if self.mean_cell is None:
+            raise ValueError("count model: an exclusion law needs mean_cell (the cells it keeps totals in)")
 
     @property
     def n_bins(self) -> int:

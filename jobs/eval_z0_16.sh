@@ -15,7 +15,8 @@
 #                                                       same painted held-out boxes, files *-law.*
 #   [Z=…] [SEEDS="9101 9102"] bash jobs/eval_z0_16.sh bispec [RUNDIR]
 #                                                       the bispectrum bar on SEEDS × 2 realizations of the
-#                                                       shipped bundle, pooled (jobs/bench/bispectrum_table.py)
+#                                                       shipped bundle (MODEL=B.pt: B's count law), pooled
+#                                                       (jobs/bench/bispectrum_table.py)
 #   bash jobs/eval_z0_16.sh extras [RUNDIR]             z = 0: Ω_m variants and the bispectrum of 9002 r0 (after heldout)
 # RUNDIR defaults to runs/z016 (z = 0), runs/z0.5-16, runs/z1-16; the N-body and 2LPT boxes are read from $DATA
 # (default runs/v2), made by `halopaint simulate --grid 64 --box 256 --seed S --redshift Z [--omega-m X]
@@ -103,7 +104,7 @@ for s in $seeds; do
   truth=$V/sim-z$z-$s.h5
   [ -f ho-painted-$s.h5 ] || halopaint paint -q --model default --density $truth --out ho-painted-$s.h5
   for r in 0 1; do
-    halopaint sample -q ho-painted-$s.h5 --out bs-sampled-$s-r$r.h5 --force --seed $r --model default
+    halopaint sample -q ho-painted-$s.h5 --out bs-sampled-$s-r$r.h5 --force --seed $r --model "${MODEL:-default}"
     rm -rf bispec-$s-r$r
     halopaint spectra bs-sampled-$s-r$r.h5 --reference $truth --density $truth --bispectrum 0.2,0.3 --bispectrum 0.6,0.7 --thetas 12 --format json --out bispec-$s-r$r --no-figures --quiet
     dirs+=(bispec-$s-r$r)

@@ -29,6 +29,11 @@ def cell_count_model():
     return replace(make_count_model(), mean_mu=[knots, [], knots], mean_n=[values, [], values], mean_cell=4)
 
 
+def joint_count_model():
+    """cell_count_model with a cross-bin law: bin 2's halos lower bins 0 and 1, bin 1's lower bin 0."""
+    return replace(cell_count_model(), exclusion=[[1.0, 0.6, 0.3], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]])
+
+
 @pytest.fixture(scope="module")
 def shared():
     from mpi4py import MPI
@@ -42,6 +47,8 @@ def shared():
                             density=os.path.join(d, "d.h5"), catalogue=True), MPI.COMM_SELF)
         write_painted(os.path.join(d, "cells.h5"), expected_field(3, N_CELLS, seed=4, means=(0.8, 0.3, 0.1)),
                       cell_count_model())
+        write_painted(os.path.join(d, "joint.h5"), expected_field(3, N_CELLS, seed=5, means=(0.8, 0.3, 0.1)),
+                      joint_count_model())
 
     with mpi_shared_dir(comm, "halopaint-sample-mpi-", populate) as d:
         yield dict(dir=d, comm=comm, painted=os.path.join(d, "p.h5"), density=os.path.join(d, "d.h5"),
@@ -83,6 +90,24 @@ def test_a_mean_map_in_cells_cut_by_the_slabs_draws_the_same_realization(shared)
     with h5py.File(painted, "r") as f:
         mu = f["halos"][...]
     np.testing.assert_array_equal(_read(out)["halos"], sample_counts(mu, SEED, cell_count_model()))
+
+
+@pytest.mark.mpi(min_size=2)
+def test_the_cross_bin_law_cut_by_the_slabs_draws_the_same_realization(shared):
+    """Heaviest bin first, lighter means lowered where it fell, kept in 4³ cells the slabs cut: any R draws the
+    whole-box realization, and --mass-bins 0 draws bin 0 as the full draw does (it still sees bins 1, 2)."""
+    comm = shared["comm"]
+    painted = os.path.join(shared["dir"], "joint.h5")
+    out = os.path.join(shared["dir"], f"joint-r{comm.Get_size()}.h5")
+    sample(SampleConfig(painted=painted, out=out, seed=SEED), comm)
+    with h5py.File(painted, "r") as f:
+        mu = f["halos"][...]
+    whole = sample_counts(mu, SEED, joint_count_model())
+    np.testing.assert_array_equal(_read(out)["halos"], whole)
+    out0 = os.path.join(shared["dir"], f"joint0-r{comm.Get_size()}.h5")
+    sample(SampleConfig(painted=painted, out=out0, seed=SEED, mass_bins=(0,)), comm)
+    np.testing.assert_array_equal(_read(out0)["halos"], whole[:1])
+    assert not np.array_equal(whole[0], sample_counts(mu[:1], SEED, joint_count_model(), bins=[0])[0])
 
 
 @pytest.mark.mpi(min_size=2)

@@ -9,12 +9,13 @@ from halopaint.sample.catalogue import (CATALOGUE_COLUMNS, catalogue_plane, fit_
                                         float32_inside_voxel, halo_velocities, sample_masses, slab_cic_readout,
                                         voxel_counts, voxel_density_gradient)
 from halopaint.sample.counts import (COUNT_DTYPE, STREAM_CATALOGUE, STREAM_COUNTS, cell_aligned, draw_counts,
-                                     expected_pair_moment, fit_count_law, fit_mean_map, law_means, plane_rng,
+                                     exclusion_means, expected_pair_moment, fit_count_law, fit_mean_map, keep_cell_totals,
+                                     law_means, plane_rng,
                                      poisson_count_model, sample_counts)
 from halopaint.sample.driver import SampleConfig, SampleError, realization_parts_dir, sample
 
 __all__ = ["CATALOGUE_COLUMNS", "COUNT_DTYPE", "STREAM_CATALOGUE", "STREAM_COUNTS", "SampleConfig", "SampleError",
-           "catalogue_plane", "cell_aligned", "draw_counts", "expected_pair_moment", "fit_count_law",
+           "catalogue_plane", "cell_aligned", "draw_counts", "exclusion_means", "expected_pair_moment", "fit_count_law",
            "fit_mean_map", "fit_mass_slope", "fit_velocity_law", "float32_inside_voxel", "halo_velocities",
-           "law_means", "plane_rng", "poisson_count_model", "realization_parts_dir", "sample", "sample_counts",
+           "keep_cell_totals", "law_means", "plane_rng", "poisson_count_model", "realization_parts_dir", "sample", "sample_counts",
            "sample_masses", "slab_cic_readout", "voxel_counts", "voxel_density_gradient"]

@@ -13,6 +13,8 @@ map) and Var[n | μ] = m + α_b(μ)·m², so E[n(n−1) | μ] = (1 + α)·m². P
 
 With `mean_cell` c, m is rescaled inside each aligned c³-voxel cell to the cell's painted total (`law_means`),
 so a block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
+With a cross-bin law (`exclusion`), bins are drawn heaviest first and a lighter bin's m is lowered by q_ab per
+halo of a heavier bin a drawn in the voxel, then rescaled to its cell totals again (`exclusion_means`).
 
 Random streams: one numpy Generator (PCG64) per (seed, purpose, mass bin, x-plane), seeded by
 `SeedSequence(seed, spawn_key=(purpose, bin, plane))` — blocks of one x-plane, so any slab decomposition
@@ -124,21 +126,51 @@ def law_means(expected: np.ndarray, count_model: CountModel, mass_bin: int, x0: 
     c = count_model.mean_cell
     if c is None or c == 1 or not count_model.has_mean_map_in(mass_bin):
         return m
-    nx, n = mu.shape[0], mu.shape[1]
+    _check_cells(mu.shape, x0, c)
+    return keep_cell_totals(m, mu, c)
+
+
+def _check_cells(shape: tuple, x0: int, c: int) -> None:
+    nx, n = shape[0], shape[1]
     if x0 % c or nx % c or n % c:
-        raise ValueError(f"a mean map in cells of {c} voxels needs planes and a grid aligned to {c}: "
+        raise ValueError(f"a count law in cells of {c} voxels needs planes and a grid aligned to {c}: "
                          f"x-planes [{x0}, {x0 + nx}) of a {n}-voxel grid")
-    shape = (nx // c, c, n // c, c, n // c, c)
-    painted, mapped = mu.reshape(shape).sum(axis=(1, 3, 5)), m.reshape(shape).sum(axis=(1, 3, 5))
+
+
+def keep_cell_totals(values: np.ndarray, reference: np.ndarray, c: int) -> np.ndarray:
+    """`values` rescaled inside every aligned c³ cell to the cell's total of `reference` (0 where the values'
+    cell total is 0). values, reference: (nx, N, N), nx and N multiples of c. → float64 (nx, N, N)."""
+    shape = (values.shape[0] // c, c, values.shape[1] // c, c, values.shape[2] // c, c)
+    v = np.asarray(values, np.float64).reshape(shape)
+    target = np.asarray(reference, np.float64).reshape(shape).sum(axis=(1, 3, 5))
+    have = v.sum(axis=(1, 3, 5))
     with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(mapped > 0, painted / mapped, 0.0)
-    return (m.reshape(shape) * factor[:, None, :, None, :, None]).reshape(mu.shape)
+        factor = np.where(have > 0, target / have, 0.0)
+    return (v * factor[:, None, :, None, :, None]).reshape(values.shape)
+
+
+def exclusion_means(means: np.ndarray, drawn: dict[int, np.ndarray], factors: dict[int, float],
+                    cell: int) -> np.ndarray:
+    """Bin b's law means after the cross-bin law: m·Π_a q_a^(n_a) over the heavier bins a drawn in the same
+    voxel, rescaled inside every aligned cell³ to the cell's Σm, so the bin keeps its cell totals and only
+    moves halos away from the voxels that got heavier ones (q < 1) within a cell.
+
+    means: (nx, N, N) law means of bin b (law_means); drawn: {a: (nx, N, N) counts of bin a}; factors:
+    {a: q_ab}, only those with a in `drawn` act. → float64 (nx, N, N).
+    """
+    log_factor = np.zeros(means.shape, np.float64)
+    for a, q in factors.items():
+        if a in drawn:
+            log_factor += np.log(q) * drawn[a]
+    if not log_factor.any():
+        return np.asarray(means, np.float64)
+    return keep_cell_totals(means * np.exp(log_factor), means, cell)
 
 
 def cell_aligned(a: int, b: int, count_model: CountModel, grid: int) -> tuple[int, int]:
-    """The planes [A, B) ⊇ [a, b) sample_counts needs to draw planes [a, b): aligned to the model's mean
-    cells (A = a, B = b without cells). B may pass `grid` only when [a, b) reaches it (then B = grid)."""
-    c = count_model.mean_cell if count_model.has_mean_map else None
+    """The planes [A, B) ⊇ [a, b) sample_counts needs to draw planes [a, b): aligned to the model's cells
+    (mean map in cells or cross-bin law; A = a, B = b without cells). B may pass `grid` only when [a, b) reaches it (then B = grid)."""
+    c = count_model.cell
     if not c or c == 1:
         return a, b
     return a - a % c, min(grid, -(-b // c) * c)
@@ -152,6 +184,9 @@ def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: 
     the model's mean cells when it has them: `cell_aligned`);
     bins[i]: the mass-bin index of expected[i] in `count_model` and in the stream key (default 0..n_sel−1).
     → (n_sel, nx, N, N) int32. Identical for any split of the planes (streams keyed by global plane).
+    With a cross-bin law (count_model.exclusion) the bins are drawn heaviest first and each bin's means see
+    the counts of the heavier bins among `bins` (pass every heavier bin for the full law: a bin's draw is
+    then the same whichever lighter bins come with it).
     """
     expected = np.asarray(expected)
     if expected.ndim != 4:
@@ -165,14 +200,21 @@ def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: 
         if not 0 <= b < count_model.n_bins:
             raise ValueError(f"mass bin {b} not in the count model ({count_model.n_bins} bins)")
     out = np.zeros(expected.shape, COUNT_DTYPE)
-    for i, b in enumerate(bins):
+    drawn: dict[int, np.ndarray] = {}
+    for i in sorted(range(len(bins)), key=lambda i: -bins[i]):       # heaviest first: the cross-bin law
+        b = bins[i]
         means = law_means(expected[i], count_model, b, x0)
+        factors = count_model.exclusion_from(b)
+        if factors:
+            _check_cells(means.shape, x0, count_model.mean_cell)
+            means = exclusion_means(means, drawn, factors, count_model.mean_cell)
         for j in range(expected.shape[1]):
             mu = np.asarray(expected[i, j], np.float64).reshape(-1)
             idx = np.flatnonzero(mu > 0)
             rng = plane_rng(seed, STREAM_COUNTS, b, x0 + j)
             plane = out[i, j].reshape(-1)
             plane[idx] = draw_counts(means[j].reshape(-1)[idx], count_model.alpha_of(b, mu[idx]), rng)
+        drawn[b] = out[i]
     return out
 
 

@@ -74,6 +74,8 @@ class _Setup:
     count_model: CountModel              # indexed by absolute bin
     source: str                          # where the count model came from
     warnings: list[str]
+    draw_bins: list[int] = None          # bins drawn: `bins`, then the heavier painted bins a cross-bin law needs
+    draw_file_bins: list[int] = None     # their positions in the painted /halos
 
 
 def _same_path(a, b) -> bool:
@@ -158,11 +160,19 @@ def _prepare(cfg: SampleConfig) -> _Setup:
     if cfg.poisson:
         base = cm or poisson_count_model(model_edges.size - 1)
         cm = replace(base, alpha=[[0.0]] * base.n_bins, mu_breaks=[[]] * base.n_bins, mean_mu=None, mean_n=None,
+                     exclusion=None,
                      provenance={"law": "Poisson (--poisson)", "catalogue_parts_from": base.provenance})
         source += " with --poisson"
-    if cm.has_mean_map and cm.mean_cell and info.grid % cm.mean_cell:
-        raise SampleError(f"count model ({source}) maps means in cells of {cm.mean_cell} voxels, which do not tile "
+    if cm.cell and info.grid % cm.cell:
+        raise SampleError(f"count model ({source}) keeps totals in cells of {cm.cell} voxels, which do not tile "
                           f"the {info.grid}-voxel grid of {cfg.painted}")
+    draw_bins = list(bins)
+    if cm.exclusion is not None:    # a bin's draw sees the heavier bins' halos: draw them too, keep only `bins`
+        draw_bins += [b for b in painted_bins if b > bins[-1]]
+        absent = sorted({a for b in bins for a in cm.exclusion_from(b) if a not in painted_bins})
+        if absent:
+            warnings.append(f"the count model's cross-bin law lowers bins {bins} where halos of bins {absent} "
+                            f"fall, which {cfg.painted} does not hold: drawn without them")
     if cfg.catalogue:
         _check_density(cfg, info)
         if cm.mass_slope is None:
@@ -171,7 +181,8 @@ def _prepare(cfg: SampleConfig) -> _Setup:
         if cm.velocity_dispersion is None:
             warnings.append("the count model has no calibrated velocity dispersion: catalogue velocities are "
                             "the density file's /velocity at the halo positions only")
-    return _Setup(info, bins, file_bins, edges, cm, source, warnings)
+    return _Setup(info, bins, file_bins, edges, cm, source, warnings, draw_bins,
+                  [painted_bins.index(b) for b in draw_bins])
 
 
 def _check_density(cfg: SampleConfig, painted: FieldInfo) -> None:
@@ -208,19 +219,19 @@ def _sample_slab(cfg: SampleConfig, s: _Setup, x0: int, x1: int, part: h5py.File
     """Sample planes [x0, x1) into the open part file; → per-bin totals and halo count of this rank."""
     n = s.info.grid
     totals = np.zeros(len(s.bins), np.int64)
-    step = max(1, READ_BUDGET_BYTES // max(1, len(s.bins) * n * n * 16))
+    step = max(1, READ_BUDGET_BYTES // max(1, len(s.draw_bins) * n * n * 16))
     rows = 0
     with FieldFile(cfg.painted) as pf, (FieldFile(cfg.density) if cfg.catalogue else _Null()) as df:
         ds = pf.h5["halos"]
         for a in progress(range(x0, x1, step), total=-(-(x1 - x0) // step), desc="sample", unit="slab"):
             b = min(x1, a + step)
-            lo, hi = cell_aligned(a, b, s.count_model, n)  # a mean map in cells needs whole cells
-            mu = _read_planes(ds, s.file_bins, lo, hi)
+            lo, hi = cell_aligned(a, b, s.count_model, n)  # a law in cells needs whole cells
+            mu = _read_planes(ds, s.draw_file_bins, lo, hi)
             if not np.isfinite(mu).all() or (mu < 0).any():
                 bad = int(np.count_nonzero(~np.isfinite(mu) | (mu < 0)))
                 raise SampleError(f"{cfg.painted}: /halos has {bad} NaN/Inf or negative values in x-planes "
                                   f"[{lo}, {hi}); expected counts must be finite and ≥ 0")
-            counts = sample_counts(mu, cfg.seed, s.count_model, x0=lo, bins=s.bins)[:, a - lo:b - lo]
+            counts = sample_counts(mu, cfg.seed, s.count_model, x0=lo, bins=s.draw_bins)[:len(s.bins), a - lo:b - lo]
             part["halos"][:, a - x0:b - x0] = counts
             totals += counts.reshape(len(s.bins), -1).sum(axis=1)
             if cfg.catalogue:

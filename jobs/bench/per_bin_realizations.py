@@ -59,8 +59,10 @@ def box_rows(path: str, model: str, realizations: int) -> list[dict]:
         truth = np.asarray(f.read_halos(file_bins_for(bundle, info.mass_bin_edges, path)), np.float64)
         rho = f.read_density()
     cm = bundle.metadata.count_model
-    base_law = replace(cm, mean_mu=None, mean_n=None)
+    base_law = replace(cm, mean_mu=None, mean_n=None, exclusion=None)   # drawn bin by bin about its own mean
     painted = paint_whole_box(bundle, rho)
+    draws = [sample_counts(painted, r, cm).astype(np.float64) for r in range(realizations)]  # all bins: a
+    # cross-bin law draws each bin given the heavier ones
     delta = np.asarray(rho, np.float64) - 1.0
     box = info.box_size
     p_mm = power_spectrum(delta, box)
@@ -72,7 +74,7 @@ def box_rows(path: str, model: str, realizations: int) -> list[dict]:
                                      shot_noise=box**3 / t.sum())
         base_mean = np.clip(t.mean() * (1.0 + bias * delta), 0.0, None).astype(np.float32)
         for r in range(realizations):
-            ours = sample_counts(painted[b:b + 1], r, cm, bins=[b])[0].astype(np.float64)
+            ours = draws[r][b]
             base = sample_counts(base_mean[None], r, base_law, bins=[b])[0].astype(np.float64)
             so, sb = field_stats(ours, t, box), field_stats(base, t, box)
             rows.append(dict(file=path, redshift=info.redshift, bin=b, realization=r, bias=bias,
