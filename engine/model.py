@@ -363,19 +363,6 @@ class ModelBundle:
     generators: list[dict[str, torch.Tensor]]
     metadata: BundleMetadata
 
-    def _check_exclusion(self, n: int) -> None:
-        q = self.exclusion
-        if q is None:
-            return
-        if len(q) != n or any(len(row) != n for row in q):
-            raise ValueError(f"count model: the exclusion matrix must be {n} × {n} (one row per mass bin)")
-        if not all(math.isfinite(x) and x > 0 for row in q for x in row):
-            raise ValueError("count model: exclusion factors must be finite and > 0")
-        if any(q[b][a] != 1.0 for b in range(n) for a in range(b + 1)):
-            raise ValueError("count model: exclusion[b][a] must be 1 for a ≤ b (only heavier bins act on a bin)")
-        if self.mean_cell is None:
-            raise ValueError("count model: an exclusion law needs mean_cell (the cells it keeps totals in)")
-
     @property
     def n_bins(self) -> int:
         return len(self.generators)
