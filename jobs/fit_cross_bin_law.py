@@ -45,12 +45,14 @@ def main(argv=None) -> int:
         if law is None or law.mean_cell is None:
             raise HalopaintError(f"{args.bundle}: its count model has no cells (mean_cell); refit it with "
                                  "jobs/fit_count_model.py --mean-map where-needed --mean-cell 4 first")
-        painted, true, data = [], [], []
+        painted, true, data, first_density = [], [], [], None
         for path in args.boxes:
             with FieldFile(path, require=("density", "halos")) as f:
                 true.append(np.asarray(f.read_halos(file_bins_for(bundle, f.info.mass_bin_edges, path)), np.float64))
-                painted.append(paint_whole_box(bundle, f.read_density()))
+                rho = f.read_density()
+                painted.append(paint_whole_box(bundle, rho))
                 data.append(file_provenance(path, f.info.attrs))
+                first_density = rho if first_density is None else first_density
         fitted, diag = fit_exclusion(painted, true, law, draws=args.draws)
         provenance = dict(law.provenance, cross_bin_law=dict(diag, command=command, data=data,
                                                              alpha_before=law.alpha))
@@ -58,8 +60,7 @@ def main(argv=None) -> int:
                                                count_model=replace(fitted, provenance=provenance)))
         new.save(args.out)
         back = ModelBundle.load(args.out)
-        if not np.array_equal(paint_whole_box(back, _density(args.boxes[0])),
-                              paint_whole_box(bundle, _density(args.boxes[0]))):
+        if not np.array_equal(paint_whole_box(back, first_density), painted[0]):
             raise HalopaintError(f"{args.out} does not paint identically to {args.bundle}")
     except (HalopaintError, ValueError) as exc:
         print(f"fit_cross_bin_law: error: {exc}", file=sys.stderr)
@@ -74,11 +75,6 @@ def main(argv=None) -> int:
     print(f"alpha: {[np.round(a, 4).tolist() for a in fitted.alpha]}")
     print(f"wrote {args.out} (paints identically to {args.bundle})")
     return 0
-
-
-def _density(path: str) -> np.ndarray:
-    with FieldFile(path) as f:
-        return f.read_density()
 
 
 if __name__ == "__main__":

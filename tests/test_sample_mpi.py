@@ -80,33 +80,32 @@ def test_distributed_realization_and_catalogue_equal_one_process(shared):
     assert sorted(os.listdir(realization_parts_dir(out))) == [f"rank-{r:04d}.h5" for r in range(comm.Get_size())]
 
 
+def _sample_on_all_ranks(shared, name: str, tag: str, **config):
+    """Sample the shared painted file `name`.h5 on every rank into `tag`-rR.h5 → (its /halos, the painted μ)."""
+    comm = shared["comm"]
+    painted = os.path.join(shared["dir"], f"{name}.h5")
+    out = os.path.join(shared["dir"], f"{tag}-r{comm.Get_size()}.h5")
+    sample(SampleConfig(painted=painted, out=out, seed=SEED, **config), comm)
+    with h5py.File(painted, "r") as f:
+        return _read(out)["halos"], f["halos"][...]
+
+
 @pytest.mark.mpi(min_size=2)
 def test_a_mean_map_in_cells_cut_by_the_slabs_draws_the_same_realization(shared):
     """Each rank reads the whole cells its slab cuts: the counts equal the whole-box draw on any R."""
-    comm = shared["comm"]
-    painted = os.path.join(shared["dir"], "cells.h5")
-    out = os.path.join(shared["dir"], f"cells-r{comm.Get_size()}.h5")
-    sample(SampleConfig(painted=painted, out=out, seed=SEED), comm)
-    with h5py.File(painted, "r") as f:
-        mu = f["halos"][...]
-    np.testing.assert_array_equal(_read(out)["halos"], sample_counts(mu, SEED, cell_count_model()))
+    halos, mu = _sample_on_all_ranks(shared, "cells", "cells")
+    np.testing.assert_array_equal(halos, sample_counts(mu, SEED, cell_count_model()))
 
 
 @pytest.mark.mpi(min_size=2)
 def test_the_cross_bin_law_cut_by_the_slabs_draws_the_same_realization(shared):
     """Heaviest bin first, lighter means lowered where it fell, kept in 4³ cells the slabs cut: any R draws the
     whole-box realization, and --mass-bins 0 draws bin 0 as the full draw does (it still sees bins 1, 2)."""
-    comm = shared["comm"]
-    painted = os.path.join(shared["dir"], "joint.h5")
-    out = os.path.join(shared["dir"], f"joint-r{comm.Get_size()}.h5")
-    sample(SampleConfig(painted=painted, out=out, seed=SEED), comm)
-    with h5py.File(painted, "r") as f:
-        mu = f["halos"][...]
+    halos, mu = _sample_on_all_ranks(shared, "joint", "joint")
     whole = sample_counts(mu, SEED, joint_count_model())
-    np.testing.assert_array_equal(_read(out)["halos"], whole)
-    out0 = os.path.join(shared["dir"], f"joint0-r{comm.Get_size()}.h5")
-    sample(SampleConfig(painted=painted, out=out0, seed=SEED, mass_bins=(0,)), comm)
-    np.testing.assert_array_equal(_read(out0)["halos"], whole[:1])
+    np.testing.assert_array_equal(halos, whole)
+    bin0, _ = _sample_on_all_ranks(shared, "joint", "joint0", mass_bins=(0,))
+    np.testing.assert_array_equal(bin0, whole[:1])
     assert not np.array_equal(whole[0], sample_counts(mu[:1], SEED, joint_count_model(), bins=[0])[0])
 
 

@@ -25,18 +25,23 @@ FIT_RTOL = 1e-3                  # stop when every pair's expected Σ n_a n_b is
 Q_RANGE = (1e-3, 1e3)
 
 
+def _pair_sums(counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Σ n_a n_b (n_bins, n_bins), Σ n_a (n_bins,) and the number of voxels, over boxes of (n_bins, N, N, N)."""
+    n_bins = counts[0].shape[0]
+    flat = [np.asarray(c, np.float64).reshape(n_bins, -1) for c in counts]
+    return sum(f @ f.T for f in flat), sum(f.sum(axis=1) for f in flat), sum(f.shape[1] for f in flat)
+
+
 def cross_moments(counts: list[np.ndarray]) -> np.ndarray:
     """⟨n_a n_b⟩ / (n̄_a n̄_b) per pair of bins (a ≠ b), ⟨n(n − 1)⟩ / n̄² on the diagonal, pooled over boxes.
 
     counts: per box (n_bins, N, N, N). → (n_bins, n_bins) float64 (1 everywhere for Poisson halos without
     clustering).
     """
-    n_bins = counts[0].shape[0]
-    flat = [np.asarray(c, np.float64).reshape(n_bins, -1) for c in counts]
-    voxels = sum(f.shape[1] for f in flat)
-    mean = sum(f.sum(axis=1) for f in flat) / voxels
-    second = sum(f @ f.T for f in flat) / voxels
-    second[np.diag_indices(n_bins)] -= mean
+    pairs, totals, voxels = _pair_sums(counts)
+    mean = totals / voxels
+    second = pairs / voxels
+    second[np.diag_indices(len(mean))] -= mean
     with np.errstate(divide="ignore", invalid="ignore"):
         return second / np.outer(mean, mean)
 
@@ -56,17 +61,14 @@ def fit_exclusion(painted: list[np.ndarray], true: list[np.ndarray], law: CountM
     if law.mean_cell is None:
         raise ValueError("the cross-bin law keeps totals in cells: fit it on a count law with mean_cell")
     n_bins = law.n_bins
-    true_cross = sum(np.asarray(t, np.float64).reshape(n_bins, -1) @ np.asarray(t, np.float64).reshape(n_bins, -1).T
-                     for t in true)
+    true_cross = _pair_sums(true)[0]
     q = [[1.0] * n_bins for _ in range(n_bins)]
     alpha, breaks = [list(a) for a in law.alpha], [list(b) for b in law.mu_breaks]
-    current = replace(law, exclusion=q)
     drawn = [[{} for _ in range(draws)] for _ in painted]            # [box][r] {bin: counts}
     iterations = {}
     for b in range(n_bins - 1, -1, -1):
         means = [law_means(p[b], law, b) for p in painted]
         heavier = list(range(b + 1, n_bins))
-        lowered = [[m] * draws for m in means]
         for it in range(FIT_ITERATIONS if heavier else 0):
             factors = {a: q[b][a] for a in heavier}
             lowered = [[exclusion_means(m, d, factors, law.mean_cell) for d in per_box]
@@ -75,8 +77,8 @@ def fit_exclusion(painted: list[np.ndarray], true: list[np.ndarray], law: CountM
                             for d, low in zip(per_box, lows)) / draws for a in heavier}
             ratio = {a: true_cross[a, b] / model[a] if model[a] > 0 else 1.0 for a in heavier}
             iterations[b] = it
-            if all(abs(r - 1.0) <= FIT_RTOL for r in ratio.values()):
-                break
+            if all(abs(r - 1.0) <= FIT_RTOL for r in ratio.values()) or it == FIT_ITERATIONS - 1:
+                break               # `lowered` is then the means of the q kept, which α is refitted about
             for a in heavier:
                 q[b][a] = float(np.clip(q[b][a] * ratio[a], *Q_RANGE))
         if heavier:
