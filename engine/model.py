@@ -142,6 +142,12 @@ class CountModel:
     bin a > b drawn there (N-body halos of different masses exclude each other in a voxel), then rescaled
     inside every aligned cell of mean_cell³ voxels to the cell's total before the factors
     (halopaint.sample.exclusion_means); entries with a ≤ b are 1. Needs mean_cell.
+    mean_cap[b] = c_b (optional; None, or None in bin b: no cap) [halos per voxel]: the most halos bin b's law
+    expects in one voxel. Inside every aligned cell of mean_cell³ voxels the excess of the voxels above c_b
+    goes to the cell's other voxels with m > 0, in proportion to their m (water filling), so the cell keeps its
+    total (halopaint.sample.keep_cell_totals). With c_b = 1 the sub-Poisson family reaches any α ≥ −1 in every
+    voxel (K = −1/α ≥ 1 = ⌈m⌉), so the law's pair count is the fitted one; above one halo per voxel the
+    narrowest integer law of mean m still puts ⌊m⌋ halos in the voxel. Needs mean_cell.
 
     mass_slope[b] = β_b: catalogue masses follow dn/dlnM ∝ M^−β_b inside bin b's edges.
     velocity_bias[b] = g_b, velocity_infall[b] = γ_b [km/s] and velocity_dispersion[b] = σ_b [km/s]: a
@@ -167,6 +173,7 @@ class CountModel:
     mean_n: list[list[float]] | None = None
     mean_cell: int | None = None
     exclusion: list[list[float]] | None = None
+    mean_cap: list[float | None] | None = None
 
     def __post_init__(self):
         n = len(self.alpha)
@@ -201,6 +208,7 @@ class CountModel:
         if self.mean_cell is not None and not (isinstance(self.mean_cell, int) and self.mean_cell >= 1):
             raise ValueError(f"count model: mean_cell must be a positive number of voxels, got {self.mean_cell!r}")
         self._check_exclusion(n)
+        self._check_cap(n)
         if self.mean_mu is None:
             return
         if len(self.mean_mu) != n or len(self.mean_n) != n:
@@ -227,9 +235,24 @@ class CountModel:
         if self.mean_cell is None:
             raise ValueError("count model: an exclusion law needs mean_cell (the cells it keeps totals in)")
 
+    def _check_cap(self, n: int) -> None:
+        caps = self.mean_cap
+        if caps is None:
+            return
+        if len(caps) != n:
+            raise ValueError(f"count model: {len(caps)} mean_cap entries for {n} mass bins")
+        if not all(c is None or (math.isfinite(c) and c > 0) for c in caps):
+            raise ValueError("count model: mean_cap entries must be None or finite and > 0 [halos per voxel]")
+        if self.mean_cell is None and any(c is not None for c in caps):
+            raise ValueError("count model: a mean cap needs mean_cell (the cells it keeps totals in)")
+
     @property
     def n_bins(self) -> int:
         return len(self.alpha)
+
+    def cap_of(self, mass_bin: int) -> float | None:
+        """Bin b's cap on the law's mean per voxel [halos], or None."""
+        return None if self.mean_cap is None else self.mean_cap[mass_bin]
 
     def alpha_of(self, mass_bin: int, mu: np.ndarray) -> np.ndarray:
         """α_b(μ) for counts μ (any shape) → float64 array of μ's shape."""
@@ -244,8 +267,9 @@ class CountModel:
 
     @property
     def cell(self) -> int | None:
-        """The cell size [voxels] a draw must see whole (mean map in cells or exclusion), or None."""
-        return self.mean_cell if (self.has_mean_map or self.exclusion is not None) else None
+        """The cell size [voxels] a draw must see whole (mean map in cells, exclusion or a cap), or None."""
+        capped = self.mean_cap is not None and any(c is not None for c in self.mean_cap)
+        return self.mean_cell if (self.has_mean_map or self.exclusion is not None or capped) else None
 
     def exclusion_from(self, mass_bin: int) -> dict[int, float]:
         """{heavier bin a: q_ab} acting on bin b (q ≠ 1 only); empty without a cross-bin law."""
@@ -286,7 +310,7 @@ class CountModel:
                        mu_breaks=[list(self.mu_breaks[b]) for b in bins], mass_slope=pick(self.mass_slope),
                        velocity_dispersion=pick(self.velocity_dispersion), velocity_bias=pick(self.velocity_bias),
                        velocity_infall=pick(self.velocity_infall), generator_sha256=pick(self.generator_sha256),
-                       mean_mu=pick(self.mean_mu), mean_n=pick(self.mean_n),
+                       mean_mu=pick(self.mean_mu), mean_n=pick(self.mean_n), mean_cap=pick(self.mean_cap),
                        exclusion=None if self.exclusion is None else [[self.exclusion[b][a] for a in bins]
                                                                       for b in bins])
 
@@ -298,6 +322,8 @@ class CountModel:
             del d["mean_cell"]
         if self.exclusion is None:
             del d["exclusion"]
+        if self.mean_cap is None:
+            del d["mean_cap"]
         return d
 
     @classmethod
@@ -312,7 +338,9 @@ class CountModel:
                    mean_mu=None if d.get("mean_mu") is None else [floats(m) for m in d["mean_mu"]],
                    mean_n=None if d.get("mean_n") is None else [floats(m) for m in d["mean_n"]],
                    mean_cell=None if d.get("mean_cell") is None else int(d["mean_cell"]),
-                   exclusion=None if d.get("exclusion") is None else [floats(r) for r in d["exclusion"]])
+                   exclusion=None if d.get("exclusion") is None else [floats(r) for r in d["exclusion"]],
+                   mean_cap=None if d.get("mean_cap") is None else [None if c is None else float(c)
+                                                                      for c in d["mean_cap"]])
 
 
 @dataclass
@@ -506,11 +534,13 @@ def merge_count_models(models: list[CountModel | None]) -> CountModel | None:
                       velocity_dispersion=cat("velocity_dispersion"), velocity_bias=cat("velocity_bias"),
                       velocity_infall=cat("velocity_infall"), generator_sha256=cat("generator_sha256"),
                       mean_mu=_merged_mean_map(models, "mean_mu"), mean_n=_merged_mean_map(models, "mean_n"),
-                      mean_cell=_merged_mean_cell(models), provenance={"parts": [m.provenance for m in models]})
+                      mean_cell=_merged_mean_cell(models), provenance={"parts": [m.provenance for m in models]},
+                      mean_cap=None if all(m.mean_cap is None for m in models) else [
+                          m.cap_of(b) for m in models for b in range(m.n_bins)])
 
 
 def _merged_mean_cell(models: list[CountModel]) -> int | None:
-    cells = {m.mean_cell for m in models if m.has_mean_map}
+    cells = {m.mean_cell for m in models if m.has_mean_map or m.cell is not None}
     if len(cells) > 1:
         raise ValueError("count models with mean maps in cells of different sizes cannot merge: "
                          f"{sorted(cells, key=str)}")

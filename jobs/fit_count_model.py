@@ -50,7 +50,8 @@ from halopaint.sample import (expected_pair_moment, fit_count_law, fit_mass_slop
                               voxel_density_gradient)
 
 CANDIDATE_RANGES = (1, 2, 4)
-PAIR_EXCESS_MAX = 1.05          # --mean-map where-needed: law/truth sum n(n-1) above this needs the mean map
+PAIR_EXCESS_MAX = 1.05          # where-needed: law/truth sum n(n-1) above this needs the mean map (or the cap)
+MEAN_CAP = 1.0                  # --mean-cap where-needed: halos per voxel; at m <= 1 every alpha >= -1 is reachable
 CV_SEED = 12345
 
 
@@ -80,47 +81,55 @@ def load_boxes(bundle: ModelBundle, paths: list[str]) -> list[dict]:
 
 
 def fit_laws(boxes: list[dict], n_bins: int, ranges: int, mean_bins: frozenset[int],
-             cell: int | None = None) -> CountModel:
-    """The count law (a mean map in the bins `mean_bins`, in cells of `cell` voxels if given; α(μ) over
-    `ranges` ranges) of the boxes, pooled; diagnostics in its provenance["per_bin"]."""
+             cell: int | None = None, capped: frozenset[int] = frozenset()) -> CountModel:
+    """The count law (a mean map in the bins `mean_bins`, in cells of `cell` voxels if given; the mean capped
+    at MEAN_CAP halos per voxel inside those cells in the bins `capped`; α(μ) over `ranges` ranges) of the
+    boxes, pooled; diagnostics in its provenance["per_bin"]."""
     alpha, breaks, knots, values, diags = [], [], [], [], []
     for b in range(n_bins):
         painted, true = [x["painted"][b] for x in boxes], [x["true"][b] for x in boxes]
         means, d, xs, ys = None, {}, [], []
         if b in mean_bins:
             xs, ys, d["mean_map"] = fit_mean_map(painted, true)
-            one = CountModel(alpha=[[0.0]], mu_breaks=[[]], mean_mu=[xs], mean_n=[ys], mean_cell=cell)
+        if b in mean_bins or b in capped:
+            one = CountModel(alpha=[[0.0]], mu_breaks=[[]], mean_mu=[xs], mean_n=[ys], mean_cell=cell,
+                             mean_cap=[MEAN_CAP if b in capped else None])
             means = [law_means(p, one, 0) for p in painted]
         knots.append(xs), values.append(ys)
         a, br, d["law"] = fit_count_law(painted, true, ranges, means=means)
         alpha.append(a), breaks.append(br), diags.append(d)
     return CountModel(alpha=alpha, mu_breaks=breaks, mean_mu=knots if mean_bins else None,
-                      mean_n=values if mean_bins else None, mean_cell=cell if mean_bins else None,
+                      mean_n=values if mean_bins else None, mean_cell=cell if (mean_bins or capped) else None,
+                      mean_cap=[MEAN_CAP if b in capped else None for b in range(n_bins)] if capped else None,
                       provenance={"per_bin": diags})
 
 
 def pair_excess(boxes: list[dict], law: CountModel) -> list[float]:
-    """Per bin: the law's expected Σ n(n−1) over the boxes (halopaint.sample.expected_pair_moment) over the
-    truth's. Above 1 the law cannot be as narrow as the truth: the painted mean alone over-predicts pairs."""
+    """Per bin: the law's expected Σ n(n−1) over the boxes (halopaint.sample.expected_pair_moment about its
+    means, halopaint.sample.law_means) over the truth's. Above 1 the law cannot be as narrow as the truth:
+    its means put more than one halo into voxels where the truth's pairs are fewer."""
     out = []
     for b in range(law.n_bins):
         law_pairs = true_pairs = 0.0
         for x in boxes:
-            mu = np.asarray(x["painted"][b], np.float64).reshape(-1)
+            mu = np.asarray(x["painted"][b], np.float64)
             n = np.asarray(x["true"][b], np.float64).reshape(-1)
-            law_pairs += float(expected_pair_moment(law.mean_of(b, mu), law.alpha_of(b, mu)).sum())
+            m = law_means(mu, law, b).reshape(-1)
+            law_pairs += float(expected_pair_moment(m, law.alpha_of(b, mu.reshape(-1))).sum())
             true_pairs += float(np.sum(n * (n - 1)))
         out.append(law_pairs / true_pairs if true_pairs > 0 else float("inf"))
     return out
 
 
 def choose_law(boxes: list[dict], n_bins: int, mu_ranges: str, mean_map: str,
-               cell: int | None = None) -> tuple[CountModel, dict]:
-    """The law `--mu-ranges`, `--mean-map` and `--mean-cell` ask for, and what decided it (for the provenance)."""
-    def with_ranges(mean_bins):
-        scores = cross_validate(boxes, n_bins, mean_bins, cell) if mu_ranges == "auto" and len(boxes) > 1 else {}
+               cell: int | None = None, mean_cap: str = "none") -> tuple[CountModel, dict]:
+    """The law `--mu-ranges`, `--mean-map`, `--mean-cell` and `--mean-cap` ask for, and what decided it (for
+    the provenance)."""
+    def with_ranges(mean_bins, capped=frozenset()):
+        scores = (cross_validate(boxes, n_bins, mean_bins, cell, capped)
+                  if mu_ranges == "auto" and len(boxes) > 1 else {})
         k = min(scores, key=scores.get) if scores else int(1 if mu_ranges == "auto" else mu_ranges)
-        return fit_laws(boxes, n_bins, k, mean_bins, cell), k, scores
+        return fit_laws(boxes, n_bins, k, mean_bins, cell, capped), k, scores
     mean_bins = frozenset(range(n_bins)) if mean_map == "isotonic" else frozenset()
     law, k, scores = with_ranges(mean_bins)
     why = {}
@@ -132,19 +141,28 @@ def choose_law(boxes: list[dict], n_bins: int, mu_ranges: str, mean_map: str,
                                 "times the truth's sum n(n-1) on these boxes"}
         if mean_bins:
             law, k, scores = with_ranges(mean_bins)
+    if mean_cap == "where-needed":
+        excess = pair_excess(boxes, law)
+        capped = frozenset(b for b, e in enumerate(excess) if e > PAIR_EXCESS_MAX)
+        why.update(pair_excess_of_law=excess, mean_cap_bins=sorted(capped),
+                   mean_cap_rule=f"mean capped at {MEAN_CAP:g} halo per voxel inside the cells in the bins whose "
+                                 f"law (mean map, cells) expects more than {PAIR_EXCESS_MAX} times the truth's "
+                                 "sum n(n-1) on these boxes")
+        if capped:
+            law, k, scores = with_ranges(mean_bins, capped)
     return law, dict(why, mu_ranges=k, cv_scores={str(c): v for c, v in scores.items()},
                      selection="K of min leave-one-box-out score over {1, 2, 4} (fixed before any held-out "
                                "look)" if scores else "given")
 
 
 def cross_validate(boxes: list[dict], n_bins: int, mean_bins: frozenset[int],
-                   cell: int | None = None) -> dict[int, float]:
+                   cell: int | None = None, capped: frozenset[int] = frozenset()) -> dict[int, float]:
     """Leave-one-box-out score of each candidate K (lower is better)."""
     scores = {}
     for k in CANDIDATE_RANGES:
         total = []
         for i, held in enumerate(boxes):
-            law = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k, mean_bins, cell)
+            law = fit_laws(boxes[:i] + boxes[i + 1:], n_bins, k, mean_bins, cell, capped)
             real = sample_counts(held["painted"], CV_SEED, law)
             for b in range(n_bins):
                 t = held["true"][b]
@@ -188,6 +206,9 @@ def main(argv=None) -> int:
                          "or that regression only in the bins where the law about mu over-predicts pairs")
     ap.add_argument("--mean-cell", type=int, default=None, metavar="C",
                     help="rescale the mean map inside aligned cells of C³ voxels to the painted total of each cell")
+    ap.add_argument("--mean-cap", choices=("none", "where-needed"), default="none",
+                    help="cap the law's mean at one halo per voxel inside the cells (excess filled into the cell's "
+                         "other voxels) in the bins whose law still over-predicts pairs (needs --mean-cell)")
     ap.add_argument("--velocity-law", choices=("infall", "field"), default="infall",
                     help="catalogue velocity law: g·field + γ·h∇δ + noise (infall, default) or g·field + noise")
     args = ap.parse_args(argv)
@@ -195,11 +216,13 @@ def main(argv=None) -> int:
     try:
         if args.mean_cell is not None and (args.mean_cell < 1 or args.mean_map == "none"):
             raise HalopaintError("--mean-cell needs a positive cell size and a --mean-map")
+        if args.mean_cap != "none" and args.mean_cell is None:
+            raise HalopaintError("--mean-cap needs --mean-cell (the cells the capped means keep their totals in)")
         bundle = ModelBundle.load(args.bundle)
         edges = np.asarray(bundle.metadata.mass_bin_edges)
         n_bins = bundle.n_bins
         boxes = load_boxes(bundle, args.boxes)
-        law, chosen = choose_law(boxes, n_bins, args.mu_ranges, args.mean_map, args.mean_cell)
+        law, chosen = choose_law(boxes, n_bins, args.mu_ranges, args.mean_map, args.mean_cell, args.mean_cap)
         slopes = None
         if all(x["mass"] is not None for x in boxes):
             masses = np.concatenate([x["mass"] for x in boxes])
@@ -214,6 +237,8 @@ def main(argv=None) -> int:
                                    f"{[b for b in range(n_bins) if law.has_mean_map_in(b)]}; mu elsewhere"
                                    + (f"; rescaled in aligned cells of {law.mean_cell}^3 voxels to the painted "
                                       "total of each cell" if law.mean_cell else "")
+                                   + (f"; capped at {MEAN_CAP:g} halo per voxel (excess filled into the cell's other "
+                                      f"voxels) in bins {chosen['mean_cap_bins']}" if chosen.get("mean_cap_bins") else "")
                           if law.has_mean_map else "none (E[n | mu] = mu)",
                           fit="1 + alpha = sum n(n-1) / sum m^2 per mu range (second factorial moment), "
                               "m = E[n | mu]",
@@ -238,6 +263,9 @@ def main(argv=None) -> int:
         print("law/truth sum n(n-1) without a mean map: "
               + ", ".join(f"{e:.3f}" for e in chosen["pair_excess_without_mean_map"])
               + f" -> mean map in bins {chosen['mean_map_bins']}")
+    if "pair_excess_of_law" in chosen:
+        print("law/truth sum n(n-1) with the mean map: " + ", ".join(f"{e:.3f}" for e in chosen["pair_excess_of_law"])
+              + f" -> mean capped at {MEAN_CAP:g} in bins {chosen['mean_cap_bins']}")
     for b in range(n_bins):
         extra = "" if slopes is None else f", mass slope beta {slopes[b]:.3f}"
         extra += "" if sigma is None else f", velocity gain {gain[b]:.3f}, sigma_v {sigma[b]:.1f} km/s"

@@ -12,7 +12,7 @@ map) and Var[n | μ] = m + α_b(μ)·m², so E[n(n−1) | μ] = (1 + α)·m². P
   mean μ) to reach the target variance where it is feasible (the two-point law alone where it is not).
 
 With `mean_cell` c, m is rescaled inside each aligned c³-voxel cell to the cell's painted total (`law_means`),
-so a block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
+under the bin's `mean_cap` if it has one (the excess above it filled into the cell's other voxels), so a block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
 With a cross-bin law (`exclusion`), bins are drawn heaviest first and a lighter bin's m is lowered by q_ab per
 halo of a heavier bin a drawn in the voxel, then rescaled to its cell totals again (`exclusion_means`).
 
@@ -117,17 +117,18 @@ def expected_pair_moment(mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def law_means(expected: np.ndarray, count_model: CountModel, mass_bin: int, x0: int = 0) -> np.ndarray:
     """The law's E[n | μ] of one bin's x-planes [x0, x0 + nx): m_b(μ) voxel by voxel, rescaled inside each
-    aligned cell of `mean_cell`³ voxels to the cell's painted total when the model has cells and bin b a map.
+    aligned cell of `mean_cell`³ voxels to the cell's painted total when the model has cells and bin b a map
+    or a cap (then no voxel's m exceeds the cap where its cell can hold the total below it).
 
     expected: (nx, N, N) painted means (with cells: x0 and nx multiples of the cell, N too). → float64 (nx, N, N).
     """
     mu = np.asarray(expected, np.float64)
     m = count_model.mean_of(mass_bin, mu)
-    c = count_model.mean_cell
-    if c is None or c == 1 or not count_model.has_mean_map_in(mass_bin):
+    c, cap = count_model.mean_cell, count_model.cap_of(mass_bin)
+    if c is None or c == 1 or not (count_model.has_mean_map_in(mass_bin) or cap is not None):
         return m
     _check_cells(mu.shape, x0, c)
-    return keep_cell_totals(m, mu, c)
+    return keep_cell_totals(m, mu, c, cap)
 
 
 def _check_cells(shape: tuple, x0: int, c: int) -> None:
@@ -137,26 +138,62 @@ def _check_cells(shape: tuple, x0: int, c: int) -> None:
                          f"x-planes [{x0}, {x0 + nx}) of a {n}-voxel grid")
 
 
-def keep_cell_totals(values: np.ndarray, reference: np.ndarray, c: int) -> np.ndarray:
+def keep_cell_totals(values: np.ndarray, reference: np.ndarray, c: int, cap: float | None = None) -> np.ndarray:
     """`values` rescaled inside every aligned c³ cell to the cell's total of `reference` (0 where the values'
-    cell total is 0). values, reference: (nx, N, N), nx and N multiples of c. → float64 (nx, N, N)."""
+    cell total is 0). values, reference: (nx, N, N), nx and N multiples of c. → float64 (nx, N, N).
+
+    cap (optional) [per voxel]: no voxel ends above it where the cell can hold its total below it — the
+    voxels the rescale lifts above `cap` are set to it and their excess goes to the cell's other voxels with
+    values > 0 in proportion to their values (water filling; the total is kept either way). A cell whose
+    total exceeds cap × its voxels with values > 0 is rescaled without the cap.
+    """
     shape = (values.shape[0] // c, c, values.shape[1] // c, c, values.shape[2] // c, c)
     v = np.asarray(values, np.float64).reshape(shape)
     target = np.asarray(reference, np.float64).reshape(shape).sum(axis=(1, 3, 5))
     have = v.sum(axis=(1, 3, 5))
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(have > 0, target / have, 0.0)
-    return (v * factor[:, None, :, None, :, None]).reshape(values.shape)
+    out = v * factor[:, None, :, None, :, None]
+    if cap is not None:
+        cells = out.transpose(0, 2, 4, 1, 3, 5).reshape(-1, c**3)
+        v_cells = v.transpose(0, 2, 4, 1, 3, 5).reshape(-1, c**3)
+        over = np.flatnonzero((cells > cap).any(axis=1))
+        if over.size:
+            cells[over] = _water_fill(v_cells[over], target.reshape(-1)[over], float(cap))
+            out = cells.reshape(shape[0], shape[2], shape[4], c, c, c).transpose(0, 3, 1, 4, 2, 5)
+    return np.ascontiguousarray(out).reshape(values.shape)
+
+
+def _water_fill(v: np.ndarray, total: np.ndarray, cap: float) -> np.ndarray:
+    """Rows w ∝ v (v ≥ 0, (k, M)) with Σ w = total (k,) and w ≤ cap: voxels pinned at the cap, the rest
+    rescaled to the remainder, until none is above it (at most M rounds). Rows with total > cap × their
+    voxels with v > 0 keep the plain rescale."""
+    pinned = np.zeros(v.shape, bool)
+    have = v.sum(axis=1)
+    w = v * (total / have)[:, None]
+    for _ in range(v.shape[1]):
+        lift = (w > cap) & ~pinned
+        if not lift.any():
+            break
+        pinned |= lift
+        free = np.where(pinned, 0.0, v)
+        rest, free_sum = total - cap * pinned.sum(axis=1), free.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(free_sum > 0, rest / free_sum, 0.0)
+        w = np.where(pinned, cap, free * scale[:, None])
+    infeasible = total > cap * (v > 0).sum(axis=1)
+    w[infeasible] = v[infeasible] * (total / have)[infeasible, None]
+    return w
 
 
 def exclusion_means(means: np.ndarray, drawn: dict[int, np.ndarray], factors: dict[int, float],
-                    cell: int) -> np.ndarray:
+                    cell: int, cap: float | None = None) -> np.ndarray:
     """Bin b's law means after the cross-bin law: m·Π_a q_a^(n_a) over the heavier bins a drawn in the same
     voxel, rescaled inside every aligned cell³ to the cell's Σm, so the bin keeps its cell totals and only
     moves halos away from the voxels that got heavier ones (q < 1) within a cell.
 
     means: (nx, N, N) law means of bin b (law_means); drawn: {a: (nx, N, N) counts of bin a}; factors:
-    {a: q_ab}, only those with a in `drawn` act. → float64 (nx, N, N).
+    {a: q_ab}, only those with a in `drawn` act; cap: bin b's mean cap (CountModel.cap_of). → float64 (nx, N, N).
     """
     log_factor = np.zeros(means.shape, np.float64)
     for a, q in factors.items():
@@ -164,7 +201,7 @@ def exclusion_means(means: np.ndarray, drawn: dict[int, np.ndarray], factors: di
             log_factor += np.log(q) * drawn[a]
     if not log_factor.any():
         return np.asarray(means, np.float64)
-    return keep_cell_totals(means * np.exp(log_factor), means, cell)
+    return keep_cell_totals(means * np.exp(log_factor), means, cell, cap)
 
 
 def cell_aligned(a: int, b: int, count_model: CountModel, grid: int) -> tuple[int, int]:
@@ -207,7 +244,7 @@ def sample_counts(expected: np.ndarray, seed: int, count_model: CountModel, x0: 
         factors = count_model.exclusion_from(b)
         if factors:
             _check_cells(means.shape, x0, count_model.mean_cell)
-            means = exclusion_means(means, drawn, factors, count_model.mean_cell)
+            means = exclusion_means(means, drawn, factors, count_model.mean_cell, count_model.cap_of(b))
         for j in range(expected.shape[1]):
             mu = np.asarray(expected[i, j], np.float64).reshape(-1)
             idx = np.flatnonzero(mu > 0)

@@ -71,7 +71,7 @@ def fit_exclusion(painted: list[np.ndarray], true: list[np.ndarray], law: CountM
         heavier = list(range(b + 1, n_bins))
         for it in range(FIT_ITERATIONS if heavier else 0):
             factors = {a: q[b][a] for a in heavier}
-            lowered = [[exclusion_means(m, d, factors, law.mean_cell) for d in per_box]
+            lowered = [[exclusion_means(m, d, factors, law.mean_cell, law.cap_of(b)) for d in per_box]
                        for m, per_box in zip(means, drawn)]
             model = {a: sum(float(np.sum(d[a] * low)) for per_box, lows in zip(drawn, lowered)
                             for d, low in zip(per_box, lows)) / draws for a in heavier}
