@@ -15,7 +15,7 @@ import pytest
 
 from conftest import mpi_shared_dir
 from halopaint.errors import HalopaintError
-from halopaint.sample import SampleConfig, realization_parts_dir, sample, sample_counts
+from halopaint.sample import SampleConfig, law_means, realization_parts_dir, sample, sample_counts
 from test_sample import (expected_field, make_count_model, run_cli, write_density_velocity, write_painted)
 
 N = 29
@@ -34,6 +34,11 @@ def joint_count_model():
     return replace(cell_count_model(), exclusion=[[1.0, 0.6, 0.3], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0]])
 
 
+def capped_count_model():
+    """cell_count_model with its means capped inside the cells (bins 1 and 2, a cap the densest voxels pass)."""
+    return replace(cell_count_model(), mean_cap=[None, 0.6, 0.25])
+
+
 @pytest.fixture(scope="module")
 def shared():
     from mpi4py import MPI
@@ -47,6 +52,8 @@ def shared():
                             density=os.path.join(d, "d.h5"), catalogue=True), MPI.COMM_SELF)
         write_painted(os.path.join(d, "cells.h5"), expected_field(3, N_CELLS, seed=4, means=(0.8, 0.3, 0.1)),
                       cell_count_model())
+        write_painted(os.path.join(d, "capped.h5"), expected_field(3, N_CELLS, seed=6, means=(0.8, 0.3, 0.1)),
+                      capped_count_model())
         write_painted(os.path.join(d, "joint.h5"), expected_field(3, N_CELLS, seed=5, means=(0.8, 0.3, 0.1)),
                       joint_count_model())
 
@@ -95,6 +102,14 @@ def test_a_mean_map_in_cells_cut_by_the_slabs_draws_the_same_realization(shared)
     """Each rank reads the whole cells its slab cuts: the counts equal the whole-box draw on any R."""
     halos, mu = _sample_on_all_ranks(shared, "cells", "cells")
     np.testing.assert_array_equal(halos, sample_counts(mu, SEED, cell_count_model()))
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_mean_cap_in_cells_cut_by_the_slabs_draws_the_same_realization(shared):
+    halos, mu = _sample_on_all_ranks(shared, "capped", "capped")
+    law = capped_count_model()
+    np.testing.assert_array_equal(halos, sample_counts(mu, SEED, law))
+    assert law_means(mu[2], law, 2).max() <= 0.25 + 1e-12 < mu[2].max()
 
 
 @pytest.mark.mpi(min_size=2)
