@@ -8,7 +8,7 @@ included; strings passed to importlib are not imports and are not seen). Layers,
 
   0 foundation     errors, config, log, fourier, partition (import nothing but each other)
   1 base           kernels.*, sim.*                     (pure numerics and physics, no file I/O)
-  2 core           model, fields, decomposition, launch, ddp, patches, allocator, validation
+  2 core           model, count_model, fields, decomposition, launch, ddp, patches, allocator, validation
   3 drivers        paint, train, simulation, analysis.* (each independent of the others)
   4 derived        calibrate, sample                    (built on the painter's output)
   5 production     lightcone, api
@@ -36,7 +36,7 @@ PACKAGE = "halopaint"
 LAYERS = {
     0: ("errors", "config", "log", "fourier", "partition"),
     1: ("kernels", "sim"),
-    2: ("model", "fields", "decomposition", "launch", "ddp", "patches", "allocator", "validation"),
+    2: ("model", "count_model", "fields", "decomposition", "launch", "ddp", "patches", "allocator", "validation"),
     3: ("paint", "train", "simulation", "analysis"),
     4: ("calibrate", "sample"),
     5: ("lightcone", "api"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from halopaint.model import CountModel
+from halopaint.count_model import CountModel
 from halopaint.sample.counts import STREAM_CATALOGUE, plane_rng
 from halopaint.sim.grids import cic_corners
 

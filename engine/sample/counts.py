@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from halopaint.model import CountModel, mean_map_values
+from halopaint.count_model import CountModel, mean_map_values
 
 MEAN_MAP_KNOTS = 32                         # ranges of μ (equal shares of Σμ) the mean map is fitted over
 

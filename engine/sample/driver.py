@@ -22,7 +22,8 @@ from halopaint.errors import HalopaintError
 from halopaint.fields import FieldFile, FieldInfo, check_writable, same_voxel_size, standard_attrs, temporary_path
 from halopaint.launch import agree_errors
 from halopaint.log import get_logger, progress
-from halopaint.model import CountModel, ModelBundle, resolve_model_path
+from halopaint.count_model import CountModel
+from halopaint.model import ModelBundle, resolve_model_path
 from halopaint.sample.catalogue import CATALOGUE_COLUMNS, catalogue_plane
 from halopaint.sample.counts import COUNT_DTYPE, cell_aligned, poisson_count_model, sample_counts
 

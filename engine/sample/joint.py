@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from halopaint.model import CountModel
+from halopaint.count_model import CountModel
 from halopaint.sample.counts import exclusion_means, fit_count_law, law_means, sample_counts
 
 FIT_SEED = 24680                 # the fitting draws' seeds: FIT_SEED + r, r < draws
