@@ -83,6 +83,13 @@
 # criteria as the shipped law and P(n ≥ 2) in strictly more bins, or in as many with a smaller Σ_bins |ln P(n ≥ 2)
 # ratio|, and (b) its catalogues have no more RSD k-cells outside the bars than the shipped law's. Held out
 # once on fresh seeds 9301/9302 at that z (never simulated before this rule), whatever they show.
+# Cross-bin rule, fixed 2026-12-07 23:25 UTC before that law was refitted on the 16 boxes or evaluated on seed
+# 201: at z = 0, after the mean-cap rule's decision, the cross-bin law (`python jobs/fit_cross_bin_law.py
+# BUNDLE --boxes <the 16 training boxes> --draws 4`) fitted on top of the z = 0 law then shipped. It replaces
+# that law iff on validation seed 201, 2 realizations: (a) and (b) of the mean-cap rule hold against it, and
+# (c) the summed field's pooled bispectrum (`jobs/eval_z0_16.sh bispec` on seed 201) has at least as many cells
+# within 20 % and closer than the baseline, and a smaller max |B/B_true − 1| at (0.6, 0.7) h/Mpc. Both
+# decisions are made on seed 201 before the fresh held-out seeds 9301/9302 are looked at.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 z="${Z:-0}"
