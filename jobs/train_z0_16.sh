@@ -83,6 +83,11 @@
 # criteria as the shipped law and P(n ≥ 2) in strictly more bins, or in as many with a smaller Σ_bins |ln P(n ≥ 2)
 # ratio|, and (b) its catalogues have no more RSD k-cells outside the bars than the shipped law's. Held out
 # once on fresh seeds 9301/9302 at that z (never simulated before this rule), whatever they show.
+# Outcome (2026-12-08): capped bin 3 at z = 0 and 0.5 (cell-law pair excess 1.163, 1.688), no bin at z = 1
+# (1.025: law unchanged). Validation 201: z = 0 17/20 = 17/20, P(n ≥ 2) in 3 bins each, Σ|ln| 0.555 > 0.519:
+# not shipped; z = 0.5 17/20 = 17/20, P(n ≥ 2) in 4 bins against 3 (bin 3 1.632 → 1.079), RSD 0 = 0: shipped
+# (engine/data/default_model_z0.5.pt). Held out z = 0.5 on 9301/9302: 19/20 (previous law 18/20), bin 3's
+# P(n ≥ 2) 1.816 → 1.103.
 # Cross-bin rule, fixed 2026-12-07 23:25 UTC before that law was refitted on the 16 boxes or evaluated on seed
 # 201: at z = 0, after the mean-cap rule's decision, the cross-bin law (`python jobs/fit_cross_bin_law.py
 # BUNDLE --boxes <the 16 training boxes> --draws 4`) fitted on top of the z = 0 law then shipped. It replaces
@@ -90,6 +95,8 @@
 # (c) the summed field's pooled bispectrum (`jobs/eval_z0_16.sh bispec` on seed 201) has at least as many cells
 # within 20 % and closer than the baseline, and a smaller max |B/B_true − 1| at (0.6, 0.7) h/Mpc. Both
 # decisions are made on seed 201 before the fresh held-out seeds 9301/9302 are looked at.
+# Outcome (2026-12-08): 16/20 against 17/20, 1 RSD k-cell outside against 0, summed bispectrum 0 of 10 cells
+# against 1 and 0.595 against 0.542 at (0.6, 0.7): not shipped, not held out.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 z="${Z:-0}"
