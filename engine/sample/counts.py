@@ -12,7 +12,8 @@ map) and Var[n | μ] = m + α_b(μ)·m², so E[n(n−1) | μ] = (1 + α)·m². P
   mean μ) to reach the target variance where it is feasible (the two-point law alone where it is not).
 
 With `mean_cell` c, m is rescaled inside each aligned c³-voxel cell to the cell's painted total (`law_means`),
-under the bin's `mean_cap` if it has one (the excess above it filled into the cell's other voxels), so a block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
+under the bin's `mean_cap` if it has one (the excess above it filled into the cell's other voxels), so a
+block of planes must be aligned to c (`cell_aligned` gives the planes to read for any [a, b)).
 With a cross-bin law (`exclusion`), bins are drawn heaviest first and a lighter bin's m is lowered by q_ab per
 halo of a heavier bin a drawn in the voxel, then rescaled to its cell totals again (`exclusion_means`).
 
