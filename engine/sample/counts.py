@@ -156,22 +156,21 @@ def keep_cell_totals(values: np.ndarray, reference: np.ndarray, c: int, cap: flo
         factor = np.where(have > 0, target / have, 0.0)
     out = v * factor[:, None, :, None, :, None]
     if cap is not None:
-        cells = out.transpose(0, 2, 4, 1, 3, 5).reshape(-1, c**3)
-        v_cells = v.transpose(0, 2, 4, 1, 3, 5).reshape(-1, c**3)
-        over = np.flatnonzero((cells > cap).any(axis=1))
-        if over.size:
-            cells[over] = _water_fill(v_cells[over], target.reshape(-1)[over], float(cap))
-            out = cells.reshape(shape[0], shape[2], shape[4], c, c, c).transpose(0, 3, 1, 4, 2, 5)
-    return np.ascontiguousarray(out).reshape(values.shape)
+        over = np.nonzero((out > cap).any(axis=(1, 3, 5)))          # (x, y, z) indices of the cells to fill
+        if over[0].size:
+            pick = (over[0], slice(None), over[1], slice(None), over[2], slice(None))   # → (k, c, c, c)
+            rows = lambda a: a[pick].reshape(-1, c**3)  # noqa: E731
+            filled = _water_fill(rows(v), rows(out), target[over], float(cap))
+            out[pick] = filled.reshape(-1, c, c, c)
+    return out.reshape(values.shape)
 
 
-def _water_fill(v: np.ndarray, total: np.ndarray, cap: float) -> np.ndarray:
-    """Rows w ∝ v (v ≥ 0, (k, M)) with Σ w = total (k,) and w ≤ cap: voxels pinned at the cap, the rest
-    rescaled to the remainder, until none is above it (at most M rounds). Rows with total > cap × their
-    voxels with v > 0 keep the plain rescale."""
+def _water_fill(v: np.ndarray, rescaled: np.ndarray, total: np.ndarray, cap: float) -> np.ndarray:
+    """Rows w ∝ v (v ≥ 0, (k, M)) with Σ w = total (k,) and w ≤ cap, from the plain rescale `rescaled` =
+    v·total/Σv: voxels pinned at the cap, the rest rescaled to the remainder, until none is above it (at most
+    M rounds). Rows with total > cap × their voxels with v > 0 keep the plain rescale."""
     pinned = np.zeros(v.shape, bool)
-    have = v.sum(axis=1)
-    w = v * (total / have)[:, None]
+    w = rescaled
     for _ in range(v.shape[1]):
         lift = (w > cap) & ~pinned
         if not lift.any():
@@ -183,7 +182,7 @@ def _water_fill(v: np.ndarray, total: np.ndarray, cap: float) -> np.ndarray:
             scale = np.where(free_sum > 0, rest / free_sum, 0.0)
         w = np.where(pinned, cap, free * scale[:, None])
     infeasible = total > cap * (v > 0).sum(axis=1)
-    w[infeasible] = v[infeasible] * (total / have)[infeasible, None]
+    w[infeasible] = rescaled[infeasible]
     return w
 
 
